@@ -1,0 +1,109 @@
+"""ClickHouse I/O: connections, schema, window reads and the `offload_watermarks` mirror."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import clickhouse_connect
+import pyarrow as pa
+from clickhouse_connect.driver.client import Client
+
+from iceberg_offload import query
+from iceberg_offload.ddl import clickhouse_statements
+from iceberg_offload.mirror import COLUMNS, MirrorRow
+from iceberg_offload.settings import ClickHouseSettings
+from iceberg_offload.tables import SourceSpec
+from iceberg_offload.typemap import ColumnMapping
+from iceberg_offload.watermark import Window, utc
+
+
+class SourceError(RuntimeError):
+    """The ClickHouse source cannot be read as specified."""
+
+
+def connect(settings: ClickHouseSettings, *, session: bool = True) -> Client:
+    """A client for the configured server; without a session, concurrent queries never collide."""
+    try:
+        return clickhouse_connect.get_client(
+            host=settings.host,
+            port=settings.port,
+            username=settings.user,
+            password=settings.password,
+            database=settings.database,
+            secure=settings.secure,
+            connect_timeout=settings.connect_timeout,
+            send_receive_timeout=settings.query_timeout,
+            autogenerate_session_id=session,
+        )
+    except Exception as exc:  # clickhouse-connect raises several types for one cause
+        raise SourceError(
+            f"cannot connect to ClickHouse at {settings.host}:{settings.port} as {settings.user!r}: {_first_line(exc)}"
+        ) from exc
+
+
+def describe(client: Client, source: SourceSpec) -> list[tuple[str, str]]:
+    """The source's (column, ClickHouse type) pairs; SourceError if the table does not exist."""
+    q = query.describe(source)
+    rows = client.query(q.sql, parameters=q.parameters).result_rows
+    if not rows:
+        raise SourceError(f"ClickHouse table {source.database}.{source.table} does not exist")
+    return [(str(name), str(type_)) for name, type_ in rows]
+
+
+@dataclass(frozen=True)
+class WindowStats:
+    rows: int
+    rows_at_upper: int
+    max_sequence_at_upper: int | None
+
+
+def window_stats(client: Client, source: SourceSpec, window: Window) -> WindowStats:
+    q = query.window_stats(source, window)
+    rows, at_upper, max_seq = client.query(q.sql, parameters=q.parameters).result_rows[0]
+    has_upper = int(at_upper) > 0 and source.sequence_column is not None
+    return WindowStats(int(rows), int(at_upper), int(max_seq) if has_upper else None)
+
+
+def read_window(
+    client: Client, source: SourceSpec, columns: Sequence[ColumnMapping], window: Window
+) -> Iterator[pa.RecordBatch]:
+    """Stream a window's rows as Arrow record batches, cast to the Iceberg types."""
+    q = query.select_window(source, columns, window)
+    with client.query_arrow_stream(q.sql, parameters=q.parameters) as stream:
+        yield from stream
+
+
+def read_mirror(client: Client, table_name: str) -> MirrorRow | None:
+    result = client.query(
+        f"SELECT {', '.join(COLUMNS)} FROM offload_watermarks FINAL WHERE table_name = {{t:String}}",
+        parameters={"t": table_name},
+    )
+    if not result.result_rows:
+        return None
+    values: dict[str, Any] = dict(zip(COLUMNS, result.result_rows[0], strict=True))
+    for key in ("last_offload_timestamp", "last_successful_run", "updated_at"):
+        values[key] = utc(values[key])
+    return MirrorRow(**values)
+
+
+def write_mirror(client: Client, row: MirrorRow) -> None:
+    """Insert the row, then merge so the runbook's plain SELECT shows one row per table.
+
+    The table is a ReplacingMergeTree keyed by table name with `updated_at` as the version:
+    a retried insert of the same row (the client may have missed that it landed) is harmless.
+    """
+    client.insert("offload_watermarks", [list(row.values())], column_names=list(COLUMNS))
+    client.command("OPTIMIZE TABLE offload_watermarks FINAL")
+
+
+def apply_ddl(client: Client) -> None:
+    """Create the watermark table and the nine source tables with their views (idempotent)."""
+    for statement in clickhouse_statements():
+        client.command(statement)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

@@ -1,0 +1,85 @@
+"""Iceberg metadata through pyiceberg: committed watermarks, snapshots and row counts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pyiceberg.catalog import Catalog, load_catalog
+from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
+
+from iceberg_offload.catalog import pyiceberg_properties
+from iceberg_offload.result import RUN_ID, newest_watermark
+from iceberg_offload.settings import CatalogSettings
+from iceberg_offload.watermark import Watermark
+
+
+class TargetError(RuntimeError):
+    """The Iceberg target cannot be used as specified."""
+
+
+def open_catalog(settings: CatalogSettings) -> Catalog:
+    """The catalog Spark uses, opened by pyiceberg (for a SQL catalog this also creates the
+    catalog's own tables, which Spark is told not to create)."""
+    return load_catalog(settings.name, **pyiceberg_properties(settings))
+
+
+def load_table(catalog: Catalog, identifier: str) -> Table:
+    try:
+        return catalog.load_table(identifier)
+    except NoSuchTableError as exc:
+        raise TargetError(f"Iceberg table {catalog.name}.{identifier} does not exist: create it with the DDL") from exc
+
+
+def lineage(table: Table) -> Iterator[Snapshot]:
+    """The current snapshot and its ancestors, newest first."""
+    snapshot = table.current_snapshot()
+    while snapshot is not None:
+        yield snapshot
+        parent = snapshot.parent_snapshot_id
+        snapshot = table.snapshot_by_id(parent) if parent is not None else None
+
+
+def _summary(snapshot: Snapshot) -> dict[str, str]:
+    summary = snapshot.summary
+    if summary is None:
+        return {}
+    return {str(k): str(v) for k, v in summary.additional_properties.items()}
+
+
+def committed_watermark(table: Table) -> Watermark | None:
+    """The watermark of the newest snapshot in the current lineage that carries one: compaction
+    and other maintenance snapshots do not, and are passed over."""
+    return newest_watermark(_summary(s) for s in lineage(table))
+
+
+@dataclass(frozen=True)
+class RunCommit:
+    snapshot_id: int
+    added_records: int
+    watermark: Watermark | None
+
+
+def commit_of_run(table: Table, run_id: str) -> RunCommit | None:
+    """The commit a run made, found by the run id in its snapshot summary."""
+    for snapshot in lineage(table):
+        summary = _summary(snapshot)
+        if summary.get(RUN_ID) == run_id:
+            added = snapshot.summary.get("added-records") if snapshot.summary else None
+            return RunCommit(snapshot.snapshot_id, int(added or 0), newest_watermark([summary]))
+    return None
+
+
+def row_count(table: Table) -> int:
+    """Live rows of the current snapshot: data rows less position and equality deletes."""
+    snapshot = table.current_snapshot()
+    if snapshot is None or snapshot.summary is None:
+        return 0
+    summary = snapshot.summary
+    total = int(summary.get("total-records") or 0)
+    deletes = int(summary.get("total-position-deletes") or 0) + int(summary.get("total-equality-deletes") or 0)
+    if deletes:
+        return int(table.scan().to_arrow().num_rows)
+    return total

@@ -1,0 +1,84 @@
+"""The `offload_watermarks` row of a table: a mirror of its Iceberg watermark for the runbook.
+
+Pure logic: no engine, catalog or network imports. The Iceberg table is the source of truth;
+this row is written after each run so the runbook's queries keep working.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from iceberg_offload.result import OffloadResult
+from iceberg_offload.watermark import EPOCH, Watermark, utc
+
+MAX_ERROR_CHARS = 2000
+COLUMNS = (
+    "table_name",
+    "last_offload_timestamp",
+    "last_offload_max_sequence",
+    "last_successful_run",
+    "last_run_duration_seconds",
+    "status",
+    "failure_count",
+    "last_error_message",
+    "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class MirrorRow:
+    table_name: str
+    last_offload_timestamp: datetime = EPOCH
+    last_offload_max_sequence: int = 0
+    last_successful_run: datetime = EPOCH
+    last_run_duration_seconds: float = 0.0
+    status: str = "initialized"
+    failure_count: int = 0
+    last_error_message: str = ""
+    updated_at: datetime = EPOCH
+
+    def values(self) -> tuple[object, ...]:
+        return tuple(getattr(self, c) for c in COLUMNS)
+
+
+def after_run(previous: MirrorRow | None, result: OffloadResult, finished_at: datetime) -> MirrorRow:
+    """The row after a run: success resets the failure count, failure increments it and keeps
+    the last good watermark."""
+    row = previous or MirrorRow(result.table)
+    if result.outcome == "failed":
+        return replace(
+            row,
+            last_run_duration_seconds=result.duration_seconds,
+            status="failed",
+            failure_count=row.failure_count + 1,
+            last_error_message=(result.error or "")[:MAX_ERROR_CHARS],
+            updated_at=utc(finished_at),
+        )
+    mark = result.watermark or Watermark(row.last_offload_timestamp, row.last_offload_max_sequence)
+    return replace(
+        row,
+        last_offload_timestamp=mark.timestamp,
+        last_offload_max_sequence=mark.sequence,
+        last_successful_run=utc(finished_at),
+        last_run_duration_seconds=result.duration_seconds,
+        status="success",
+        failure_count=0,
+        last_error_message="",
+        updated_at=utc(finished_at),
+    )
+
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
+_KEY_VALUE = re.compile(r"(?i)\b(password|passwd|secret|token|key)(\s*[=:]\s*)(\S+)")
+
+
+def scrub(message: str, secrets: Iterable[str] = ()) -> str:
+    """A message with known secret values and credential-looking fragments masked."""
+    for secret in secrets:
+        if secret:
+            message = message.replace(secret, "***")
+    message = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", message)
+    return _KEY_VALUE.sub(lambda m: f"{m.group(1)}{m.group(2)}***", message)

@@ -1,0 +1,155 @@
+"""Window planning: which rows a run offloads, and the watermark it commits.
+
+Pure logic: no engine, catalog or network imports. Every bound is computed from explicit
+inputs (the clock included), so that the same inputs always give the same window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from itertools import pairwise
+
+from iceberg_offload.watermark import (
+    EPOCH,
+    INITIAL_WATERMARK,
+    Watermark,
+    Window,
+    WindowError,
+    utc,
+)
+
+
+@dataclass(frozen=True)
+class UpperBound:
+    """The newest timestamp a run may offload through, and what set it."""
+
+    timestamp: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class WindowPlan:
+    """A planned run: `window` is None when there is nothing to offload yet."""
+
+    window: Window | None
+    committed: Watermark
+    bound: UpperBound
+
+    @property
+    def skipped(self) -> bool:
+        return self.window is None
+
+
+def floor_to_interval(value: datetime, interval: timedelta) -> datetime:
+    """The start of the interval-aligned bucket (aligned to the Unix epoch, UTC) holding value."""
+    if interval <= timedelta(0):
+        raise ValueError(f"interval must be positive, got {interval}")
+    step = _micros(interval)
+    return EPOCH + timedelta(microseconds=(_micros(utc(value) - EPOCH) // step) * step)
+
+
+def last_closed_candle_start(complete_through: datetime, interval: timedelta) -> datetime:
+    """The start of the newest candle whose whole interval lies at or before complete_through.
+
+    A candle [s, s + interval) is closed once every trade before s + interval is known,
+    i.e. when s + interval <= complete_through.
+    """
+    return floor_to_interval(complete_through, interval) - interval
+
+
+def upper_bound(
+    *,
+    now: datetime,
+    buffer: timedelta,
+    upstream: Mapping[str, Watermark] | None = None,
+    candle_interval: timedelta | None = None,
+    requested_to: datetime | None = None,
+) -> UpperBound:
+    """The bound of the next window: now minus the safety buffer, never past an upstream
+    table's committed watermark or a requested end, and for candles the last closed one."""
+    if buffer < timedelta(0):
+        raise ValueError(f"safety buffer must not be negative, got {buffer}")
+    bound = UpperBound(utc(now) - buffer, "safety buffer")
+    for name, mark in sorted((upstream or {}).items()):
+        if mark.timestamp < bound.timestamp:
+            bound = UpperBound(mark.timestamp, f"upstream {name}")
+    if requested_to is not None and utc(requested_to) < bound.timestamp:
+        bound = UpperBound(utc(requested_to), "requested end")
+    if candle_interval is not None:
+        bound = UpperBound(
+            last_closed_candle_start(bound.timestamp, candle_interval),
+            f"last closed candle before {bound.reason}",
+        )
+    return bound
+
+
+def plan_window(
+    committed: Watermark | None,
+    bound: UpperBound,
+    *,
+    requested_from: Watermark | None = None,
+) -> WindowPlan:
+    """The window after the committed watermark up to the bound.
+
+    The committed watermark (read from the target table) is always the lower bound: a
+    requested start before it is clipped to it (that part is already offloaded), one after
+    it is refused because it would leave rows that are never offloaded.
+    """
+    start = committed if committed is not None else INITIAL_WATERMARK
+    if requested_from is not None:
+        if requested_from.timestamp > bound.timestamp:
+            raise WindowError(
+                f"requested window start {requested_from} is after its end "
+                f"{bound.timestamp.isoformat()} ({bound.reason})"
+            )
+        if requested_from > start:
+            raise WindowError(
+                f"requested window start {requested_from} is after the committed watermark "
+                f"{start}: the rows between them would never be offloaded"
+            )
+    if bound.timestamp <= start.timestamp:
+        return WindowPlan(None, start, bound)
+    return WindowPlan(Window(start, Watermark.end_of(bound.timestamp)), start, bound)
+
+
+def committed_watermark(window: Window, max_sequence_at_upper: int | None) -> Watermark:
+    """The watermark a run commits for `window`.
+
+    It is the window's upper timestamp with the highest sequence read at that timestamp, so a
+    row arriving later at that very timestamp with a higher sequence is still picked up.
+    """
+    upper = window.upper.timestamp
+    if max_sequence_at_upper is not None:
+        return Watermark(upper, max_sequence_at_upper)
+    if window.lower.timestamp == upper:
+        return window.lower
+    return Watermark(upper, 0)
+
+
+def split_window(window: Window, parts: int) -> list[Window]:
+    """Cut a window into at most `parts` contiguous, non-overlapping pieces of equal time span.
+
+    Inner boundaries are whole-timestamp positions, so the rows at one timestamp always fall
+    in one piece.
+    """
+    if parts < 1:
+        raise ValueError(f"parts must be at least 1, got {parts}")
+    start, end = window.lower.timestamp, window.upper.timestamp
+    span = _micros(end - start)
+    parts = max(1, min(parts, span))
+    cuts = sorted({start + timedelta(microseconds=span * i // parts) for i in range(1, parts)})
+    bounds = [window.lower, *(Watermark.end_of(cut) for cut in cuts if start < cut < end), window.upper]
+    return [Window(lo, hi) for lo, hi in pairwise(bounds)]
+
+
+def subwindow_count(window: Window, *, target_span: timedelta, max_parts: int) -> int:
+    """How many pieces to read a window in: one per target span, at most max_parts."""
+    span = window.upper.timestamp - window.lower.timestamp
+    return max(1, min(max_parts, math.ceil(span / target_span) if span > timedelta(0) else 1))
+
+
+def _micros(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

@@ -1,0 +1,113 @@
+"""What a run commits and reports: snapshot summary properties and the machine-readable result.
+
+Pure logic: no engine, catalog or network imports.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+from iceberg_offload.watermark import Watermark, Window, format_timestamp, parse_timestamp
+
+WATERMARK_TIMESTAMP = "offload.watermark.timestamp"
+WATERMARK_SEQUENCE = "offload.watermark.sequence"
+WINDOW_FROM = "offload.window.from"
+WINDOW_TO = "offload.window.to"
+RUN_ID = "offload.run-id"
+SOURCE = "offload.source"
+RESULT_MARKER = "OFFLOAD_RESULT "
+
+Outcome = Literal["committed", "skipped", "failed"]
+
+
+class ResultError(ValueError):
+    """A result line or snapshot summary that cannot be read."""
+
+
+def summary_properties(window: Window, committed: Watermark, run_id: str, source: str) -> dict[str, str]:
+    """The snapshot summary a run's commit carries: the watermark travels with the data."""
+    return {
+        WATERMARK_TIMESTAMP: format_timestamp(committed.timestamp),
+        WATERMARK_SEQUENCE: str(committed.sequence),
+        WINDOW_FROM: str(window.lower),
+        WINDOW_TO: str(window.upper),
+        RUN_ID: run_id,
+        SOURCE: source,
+    }
+
+
+def watermark_from_summary(summary: Mapping[str, str]) -> Watermark | None:
+    """The watermark a snapshot committed, or None for snapshots not made by a run
+    (compaction, deletes by hand)."""
+    if WATERMARK_TIMESTAMP not in summary:
+        return None
+    try:
+        return Watermark(
+            parse_timestamp(summary[WATERMARK_TIMESTAMP]),
+            int(summary.get(WATERMARK_SEQUENCE, "0")),
+        )
+    except ValueError as exc:
+        raise ResultError(f"snapshot summary has an unreadable watermark: {exc}") from exc
+
+
+def newest_watermark(summaries_newest_first: Iterable[Mapping[str, str]]) -> Watermark | None:
+    """The committed watermark: that of the newest snapshot, in the current lineage, that has one."""
+    for summary in summaries_newest_first:
+        mark = watermark_from_summary(summary)
+        if mark is not None:
+            return mark
+    return None
+
+
+@dataclass(frozen=True)
+class OffloadResult:
+    """The outcome of one run, printed as one line after RESULT_MARKER."""
+
+    table: str
+    run_id: str
+    outcome: Outcome
+    rows: int = 0
+    window_from: str | None = None
+    window_to: str | None = None
+    watermark_timestamp: str | None = None
+    watermark_sequence: int | None = None
+    snapshot_id: int | None = None
+    duration_seconds: float = 0.0
+    error: str | None = None
+
+    @property
+    def watermark(self) -> Watermark | None:
+        if self.watermark_timestamp is None:
+            return None
+        return Watermark(parse_timestamp(self.watermark_timestamp), self.watermark_sequence or 0)
+
+    def to_line(self) -> str:
+        return RESULT_MARKER + json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> OffloadResult:
+        try:
+            data: Any = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ResultError(f"result is not JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ResultError("result is not a JSON object")
+        known = set(cls.__dataclass_fields__)
+        missing = {"table", "run_id", "outcome"} - set(data)
+        if missing:
+            raise ResultError(f"result lacks {', '.join(sorted(missing))}")
+        if data["outcome"] not in ("committed", "skipped", "failed"):
+            raise ResultError(f"result has unknown outcome {data['outcome']!r}")
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def parse_result(output: str) -> OffloadResult | None:
+    """The last result line in a run's output, or None if it printed none."""
+    found: OffloadResult | None = None
+    for line in output.splitlines():
+        if line.startswith(RESULT_MARKER):
+            found = OffloadResult.from_json(line.removeprefix(RESULT_MARKER))
+    return found
