@@ -1,0 +1,1 @@
+"""Local mode: embedded engines behind their real interfaces, for `make demo` and the tests."""
