@@ -64,6 +64,13 @@ class Settings:
     subwindow_minutes: int = 15
     # Testing crash recovery only: "after-commit" ends the run right after its Iceberg commit.
     failpoint: str = ""
+    # The operator: how often each OffloadTable is reconciled, and run defaults.
+    reconcile_seconds: int = 10
+    spark_image: str = "ghcr.io/k2/iceberg-offload-spark:0.1.0"
+    spark_service_account: str = "iceberg-offload-spark"
+    main_application_file: str = "local:///opt/iceberg-offload/spark_jobs/offload.py"
+    # Whether the operator mirrors each finished run into ClickHouse's offload_watermarks.
+    mirror: bool = True
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -136,7 +143,7 @@ def _validate(cls: type[Any], prefix: str, values: Mapping[str, Any]) -> None:
         )
     if "failpoint" in values and values["failpoint"] not in ("", "after-commit"):
         raise SettingsError(f"{var('failpoint')}: expected 'after-commit' or nothing, got {values['failpoint']!r}")
-    for name in ("subwindow_max", "subwindow_minutes", "connect_timeout", "query_timeout"):
+    for name in ("subwindow_max", "subwindow_minutes", "connect_timeout", "query_timeout", "reconcile_seconds"):
         if name in values and values[name] < 1:
             raise SettingsError(f"{var(name)}: expected a positive integer, got {values[name]}")
 
