@@ -32,7 +32,7 @@ _ICEBERG_PARTITION = {
 
 def ddl_root() -> Path:
     """The ddl/ directory: ICEBERG_OFFLOAD_DDL_DIR, else the one beside the package's source tree."""
-    configured = os.environ.get("ICEBERG_OFFLOAD_DDL_DIR")
+    configured = os.environ.get("ICEBERG_OFFLOAD_DDL_DIR")  # Settings.ddl_dir
     root = Path(configured) if configured else Path(__file__).resolve().parents[2] / "ddl"
     if not (root / "clickhouse").is_dir():
         raise FileNotFoundError(f"DDL directory {root} has no clickhouse/ folder (set ICEBERG_OFFLOAD_DDL_DIR)")

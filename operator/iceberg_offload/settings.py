@@ -62,6 +62,8 @@ class Settings:
     spark_master: str = ""
     subwindow_max: int = 16
     subwindow_minutes: int = 15
+    # Where ddl/ is (default: beside the package's source tree; the image sets it).
+    ddl_dir: str = ""
     # Testing crash recovery only: "after-commit" ends the run right after its Iceberg commit.
     failpoint: str = ""
     # The operator: how often each OffloadTable is reconciled, and run defaults.
@@ -71,6 +73,10 @@ class Settings:
     main_application_file: str = "local:///opt/iceberg-offload/spark_jobs/offload.py"
     # Whether the operator mirrors each finished run into ClickHouse's offload_watermarks.
     mirror: bool = True
+    # Prometheus metrics of the operator; 0 turns the endpoint off. In a pod set the address
+    # to 0.0.0.0 so that it can be scraped.
+    metrics_port: int = 9090
+    metrics_address: str = "127.0.0.1"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -132,6 +138,8 @@ def _validate(cls: type[Any], prefix: str, values: Mapping[str, Any]) -> None:
     def var(name: str) -> str:
         return f"{PREFIX}{prefix}{name.upper()}"
 
+    if "metrics_port" in values and not 0 <= values["metrics_port"] <= 65535:
+        raise SettingsError(f"{var('metrics_port')}: expected a port number 0-65535, got {values['metrics_port']}")
     if cls is ClickHouseSettings and "port" in values and not 1 <= values["port"] <= 65535:
         raise SettingsError(f"{var('port')}: expected a port number 1-65535, got {values['port']}")
     if cls is CatalogSettings and values.get("type", "jdbc") not in ("jdbc", "rest"):

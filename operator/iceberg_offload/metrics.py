@@ -1,0 +1,109 @@
+"""Prometheus metrics of the operator, per OffloadTable and operator-wide.
+
+The runbook's alerts are written against these names (helm chart: PrometheusRule):
+consecutive failures > 3, lag > 30 minutes, Iceberg row count decreasing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from iceberg_offload.reconcile import Decision
+from iceberg_offload.watermark import parse_timestamp
+
+LABELS = ("namespace", "table")
+
+
+@dataclass
+class _TableState:
+    watermark: float | None = None
+    failures: int = 0
+    rows: int | None = None
+    ready: bool = False
+
+
+class OffloadMetrics(Collector):
+    """Counters and histograms updated per reconcile; gauges computed at scrape time, so that
+    the lag keeps growing when nothing reconciles."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self._lock = threading.Lock()
+        self._tables: dict[tuple[str, str], _TableState] = {}
+        self.rows_offloaded = Counter(
+            "iceberg_offload_rows_offloaded",
+            "Rows committed to Iceberg by finished runs",
+            LABELS,
+            registry=self.registry,
+        )
+        self.runs = Counter(
+            "iceberg_offload_runs", "Finished runs by outcome", (*LABELS, "outcome"), registry=self.registry
+        )
+        self.run_duration = Histogram(
+            "iceberg_offload_run_duration_seconds",
+            "Duration of finished runs, submission to termination",
+            LABELS,
+            buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600),
+            registry=self.registry,
+        )
+        self.reconcile_errors = Counter(
+            "iceberg_offload_reconcile_errors", "Reconciles that failed and will be retried", registry=self.registry
+        )
+        self.registry.register(self)
+
+    def observe(self, namespace: str, table: str, decision: Decision) -> None:
+        status: Mapping[str, Any] = decision.status
+        mark = (status.get("watermark") or {}).get("timestamp")
+        ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        with self._lock:
+            state = self._tables.setdefault((namespace, table), _TableState())
+            state.watermark = parse_timestamp(mark).timestamp() if mark else None
+            state.failures = int(status.get("consecutiveFailures") or 0)
+            state.rows = int(status["rowCount"]) if status.get("rowCount") is not None else None
+            state.ready = ready.get("status") == "True"
+        done = decision.finished
+        if done is not None:
+            self.runs.labels(namespace, table, done.outcome).inc()
+            self.run_duration.labels(namespace, table).observe(done.duration_seconds)
+            self.rows_offloaded.labels(namespace, table).inc(done.rows)
+
+    def forget(self, namespace: str, table: str) -> None:
+        with self._lock:
+            self._tables.pop((namespace, table), None)
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        now = time.time()
+        watermark = GaugeMetricFamily(
+            "iceberg_offload_watermark_timestamp_seconds", "Committed watermark (Unix time)", labels=LABELS
+        )
+        lag = GaugeMetricFamily("iceberg_offload_lag_seconds", "Now minus the committed watermark", labels=LABELS)
+        failures = GaugeMetricFamily(
+            "iceberg_offload_consecutive_failures", "Failed attempts since the last success", labels=LABELS
+        )
+        rows = GaugeMetricFamily("iceberg_offload_iceberg_rows", "Rows in the Iceberg table", labels=LABELS)
+        ready = GaugeMetricFamily("iceberg_offload_ready", "1 when the Ready condition is True", labels=LABELS)
+        with self._lock:
+            tables = list(self._tables.items())
+        for (namespace, table), state in tables:
+            key = [namespace, table]
+            if state.watermark is not None:
+                watermark.add_metric(key, state.watermark)
+                lag.add_metric(key, max(0.0, now - state.watermark))
+            failures.add_metric(key, state.failures)
+            if state.rows is not None:
+                rows.add_metric(key, state.rows)
+            ready.add_metric(key, 1.0 if state.ready else 0.0)
+        yield from (watermark, lag, failures, rows, ready)
+
+
+def serve(metrics: OffloadMetrics, address: str, port: int) -> None:
+    """Expose /metrics on address:port (a daemon thread)."""
+    start_http_server(port, addr=address, registry=metrics.registry)
