@@ -1,7 +1,8 @@
 -- The runbook's watermark table: one row per offloaded table, a mirror of the watermark that
 -- each Iceberg commit carries in its snapshot summary (the Iceberg table is the source of truth).
--- ReplacingMergeTree keyed by table name, versioned by updated_at: a retried write is harmless,
--- and the runbook's reset INSERT (which leaves updated_at to its default, now) wins over older rows.
+-- Exactly the runbook's columns. ReplacingMergeTree keyed by table name keeps the row inserted
+-- last: a retried write of the same row is harmless, and the operator's next write follows any
+-- row inserted by hand.
 CREATE TABLE IF NOT EXISTS offload_watermarks
 (
     table_name                String,
@@ -11,8 +12,7 @@ CREATE TABLE IF NOT EXISTS offload_watermarks
     last_run_duration_seconds Float64 DEFAULT 0,
     status                    LowCardinality(String) DEFAULT 'initialized',
     failure_count             UInt32 DEFAULT 0,
-    last_error_message        String DEFAULT '',
-    updated_at                DateTime64(6, 'UTC') DEFAULT now64(6)
+    last_error_message        String DEFAULT ''
 )
-ENGINE = ReplacingMergeTree(updated_at)
+ENGINE = ReplacingMergeTree
 ORDER BY table_name;

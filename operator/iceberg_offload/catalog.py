@@ -36,6 +36,8 @@ def spark_catalog_secret_conf(catalog: CatalogSettings) -> dict[str, str]:
     """The password entry, kept apart so that it is never logged with the rest."""
     if catalog.type == "jdbc" and catalog.password:
         return {f"spark.sql.catalog.{catalog.name}.jdbc.password": catalog.password}
+    if catalog.type == "rest" and (catalog.user or catalog.password):
+        return {f"spark.sql.catalog.{catalog.name}.credential": f"{catalog.user}:{catalog.password}"}
     return {}
 
 

@@ -83,7 +83,7 @@ def read_mirror(client: Client, table_name: str) -> MirrorRow | None:
     if not result.result_rows:
         return None
     values: dict[str, Any] = dict(zip(COLUMNS, result.result_rows[0], strict=True))
-    for key in ("last_offload_timestamp", "last_successful_run", "updated_at"):
+    for key in ("last_offload_timestamp", "last_successful_run"):
         values[key] = utc(values[key])
     return MirrorRow(**values)
 
@@ -91,7 +91,7 @@ def read_mirror(client: Client, table_name: str) -> MirrorRow | None:
 def write_mirror(client: Client, row: MirrorRow) -> None:
     """Insert the row, then merge so the runbook's plain SELECT shows one row per table.
 
-    The table is a ReplacingMergeTree keyed by table name with `updated_at` as the version:
+    The table is a ReplacingMergeTree keyed by table name that keeps the last row inserted:
     a retried insert of the same row (the client may have missed that it landed) is harmless.
     """
     client.insert("offload_watermarks", [list(row.values())], column_names=list(COLUMNS))

@@ -42,7 +42,7 @@ def ddl_root() -> Path:
 def split_statements(text: str) -> list[str]:
     """Statements separated by a ';' at the end of a line, comment-only chunks dropped."""
     statements = []
-    for chunk in re.split(r";[ \t]*(?:\n|$)", text):
+    for chunk in re.split(r";[ \t]*(?:\r?\n|$)", text):
         code = "\n".join(line for line in chunk.splitlines() if not line.strip().startswith("--")).strip()
         if code:
             statements.append(code)

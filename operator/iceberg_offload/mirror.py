@@ -24,7 +24,6 @@ COLUMNS = (
     "status",
     "failure_count",
     "last_error_message",
-    "updated_at",
 )
 
 
@@ -38,7 +37,6 @@ class MirrorRow:
     status: str = "initialized"
     failure_count: int = 0
     last_error_message: str = ""
-    updated_at: datetime = EPOCH
 
     def values(self) -> tuple[object, ...]:
         return tuple(getattr(self, c) for c in COLUMNS)
@@ -55,7 +53,6 @@ def after_run(previous: MirrorRow | None, result: OffloadResult, finished_at: da
             status="failed",
             failure_count=row.failure_count + 1,
             last_error_message=(result.error or "")[:MAX_ERROR_CHARS],
-            updated_at=utc(finished_at),
         )
     mark = result.watermark or Watermark(row.last_offload_timestamp, row.last_offload_max_sequence)
     return replace(
@@ -67,17 +64,16 @@ def after_run(previous: MirrorRow | None, result: OffloadResult, finished_at: da
         status="success",
         failure_count=0,
         last_error_message="",
-        updated_at=utc(finished_at),
     )
 
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
-_KEY_VALUE = re.compile(r"(?i)\b(password|passwd|secret|token|key)(\s*[=:]\s*)(\S+)")
+_KEY_VALUE = re.compile(r"""(?i)([a-z_]*(?:password|passwd|secret|token|key)['"]?)(\s*[=:]\s*)('[^']*'|"[^"]*"|\S+)""")
 
 
 def scrub(message: str, secrets: Iterable[str] = ()) -> str:
     """A message with known secret values and credential-looking fragments masked."""
-    for secret in secrets:
+    for secret in sorted(secrets, key=len, reverse=True):  # a longer secret may contain a shorter one
         if secret:
             message = message.replace(secret, "***")
     message = _URL_CREDENTIALS.sub(lambda m: f"{m.group('scheme')}***@", message)

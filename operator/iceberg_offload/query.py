@@ -63,9 +63,7 @@ def window_stats(source: SourceSpec, window: Window) -> Query:
     ts = quote_identifier(source.timestamp_column)
     at_upper = f"{ts} = {{hi_ts:{_TS_PARAM}}}"
     max_seq = (
-        f"toInt64(maxIf({quote_identifier(source.sequence_column)}, {at_upper}))"
-        if source.sequence_column
-        else "toInt64(0)"
+        f"maxIf({quote_identifier(source.sequence_column)}, {at_upper})" if source.sequence_column else "toInt64(0)"
     )
     sql = f"SELECT count(), countIf({at_upper}), {max_seq} FROM {source.qualified} WHERE {where.sql}"
     return Query(sql, where.parameters)

@@ -106,8 +106,5 @@ class OffloadResult:
 
 def parse_result(output: str) -> OffloadResult | None:
     """The last result line in a run's output, or None if it printed none."""
-    found: OffloadResult | None = None
-    for line in output.splitlines():
-        if line.startswith(RESULT_MARKER):
-            found = OffloadResult.from_json(line.removeprefix(RESULT_MARKER))
-    return found
+    lines = [line for line in output.splitlines() if line.startswith(RESULT_MARKER)]
+    return OffloadResult.from_json(lines[-1].removeprefix(RESULT_MARKER)) if lines else None

@@ -18,7 +18,7 @@ class SpecError(ValueError):
 
 
 def check_identifier(kind: str, value: str) -> str:
-    if not _IDENTIFIER.match(value):
+    if not _IDENTIFIER.fullmatch(value):
         raise SpecError(f"{kind} {value!r} is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)")
     return value
 

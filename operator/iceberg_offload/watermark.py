@@ -33,7 +33,8 @@ def parse_timestamp(text: str) -> datetime:
 
 def format_timestamp(value: datetime) -> str:
     """ISO-8601 UTC with microseconds and a 'Z', the form stored in snapshot summaries."""
-    return utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    value = utc(value)
+    return f"{value.year:04d}-{value.strftime('%m-%dT%H:%M:%S.%f')}Z"
 
 
 @dataclass(frozen=True, order=True)
