@@ -35,6 +35,41 @@ def _ddl(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reset(args: argparse.Namespace) -> int:
+    from iceberg_offload import iceberg_io
+    from iceberg_offload.offload_job import _watermark_arg
+    from iceberg_offload.settings import Settings
+
+    settings = Settings.from_env()
+    mark = _watermark_arg(args.to)
+    table = iceberg_io.load_table(iceberg_io.open_catalog(settings.catalog), args.table)
+    current = iceberg_io.committed_watermark(table)
+    print(f"{settings.catalog.name}.{args.table}: watermark {current or 'none'} -> {mark}")
+    if not args.yes:
+        print("dry run: rows after the new watermark would be deleted; repeat with --yes to do it")
+        return 0
+    done = iceberg_io.reset_watermark(table, args.timestamp_column, args.sequence_column, mark, args.reason)
+    print(f"watermark is now {done.watermark}; rows {done.rows_before} -> {done.rows_after}")
+    print(
+        "the next run offloads the rows after it again (trigger one: kubectl annotate ot ... offload.k2.io/trigger=...)"
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from iceberg_offload import iceberg_io
+    from iceberg_offload.settings import Settings
+
+    settings = Settings.from_env()
+    catalog = iceberg_io.open_catalog(settings.catalog)
+    names = args.tables or [".".join(t) for t in catalog.list_tables(settings.catalog.namespace)]
+    print(f"{'table':<40} {'watermark':<36} rows")
+    for name in names:
+        table = iceberg_io.load_table(catalog, name)
+        print(f"{name:<40} {iceberg_io.committed_watermark(table) or '-'!s:<36} {iceberg_io.row_count(table)}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="iceberg-offload", description="Offload ClickHouse tables into Apache Iceberg, exactly once."
@@ -45,6 +80,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     d = sub.add_parser("ddl", help="create (or --print) the ClickHouse or Iceberg DDL")
     d.add_argument("target", choices=("clickhouse", "iceberg"))
     d.add_argument("--print", action="store_true", help="print the statements instead of applying them")
+    st = sub.add_parser("status", help="committed watermark and row count of Iceberg tables (pyiceberg)")
+    st.add_argument("tables", nargs="*", help="<namespace>.<table> (default: every table of the namespace)")
+    r = sub.add_parser("reset", help="move a table's watermark back, deleting the rows after it, in one commit")
+    r.add_argument("--table", required=True, help="Iceberg table as <namespace>.<table>")
+    r.add_argument("--timestamp-column", required=True)
+    r.add_argument("--sequence-column")
+    r.add_argument(
+        "--to", required=True, help="new watermark: TIMESTAMP or TIMESTAMP#SEQUENCE (1970-01-01T00:00:00Z: all)"
+    )
+    r.add_argument("--reason", default="manual reset", help="recorded in the snapshot summary")
+    r.add_argument("--yes", action="store_true", help="do it (without: say what would happen)")
     run = sub.add_parser("run", help="one offload run of one table (the Spark job; see run --help)", add_help=False)
     run.add_argument("args", nargs=argparse.REMAINDER)
     args, rest = p.parse_known_args(argv)
@@ -54,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo_main(["--state-dir", args.state_dir])
     if args.command == "ddl":
         return _ddl(args)
+    if args.command == "reset":
+        return _reset(args)
+    if args.command == "status":
+        return _status(args)
     from iceberg_offload.offload_job import main as job_main
 
     return job_main([*args.args, *rest])

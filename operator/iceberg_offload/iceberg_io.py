@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+import uuid
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import NoSuchTableError
+from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThan, Or
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
 from iceberg_offload.catalog import pyiceberg_properties
-from iceberg_offload.result import RUN_ID, newest_watermark
+from iceberg_offload.result import RUN_ID, WATERMARK_SEQUENCE, WATERMARK_TIMESTAMP, newest_watermark
 from iceberg_offload.settings import CatalogSettings
-from iceberg_offload.watermark import Watermark
+from iceberg_offload.watermark import Watermark, format_timestamp
 
 
 class TargetError(RuntimeError):
@@ -83,3 +86,42 @@ def row_count(table: Table) -> int:
     if deletes:
         return int(table.scan().to_arrow().num_rows)
     return total
+
+
+@dataclass(frozen=True)
+class Reset:
+    previous: Watermark | None
+    watermark: Watermark
+    rows_before: int
+    rows_after: int
+
+
+def reset_watermark(
+    table: Table, timestamp_column: str, sequence_column: str | None, mark: Watermark, reason: str
+) -> Reset:
+    """Move a table's watermark back to `mark`: delete every row after it and stamp the new
+    watermark in the same commit, so that the next run offloads those rows again, once."""
+    previous = committed_watermark(table)
+    if previous is not None and mark > previous:
+        raise TargetError(f"cannot reset {table.name()} forward: its watermark is {previous}, before {mark}")
+    stamp = format_timestamp(mark.timestamp).replace("Z", "+00:00")
+    # pyiceberg's predicates take (term, literal) positionally; their pydantic signature hides it.
+    after: BooleanExpression = GreaterThan(timestamp_column, stamp)  # type: ignore[call-arg,arg-type]
+    if sequence_column is not None:
+        at_stamp = EqualTo(timestamp_column, stamp)  # type: ignore[call-arg,arg-type]
+        after = Or(after, And(at_stamp, GreaterThan(sequence_column, mark.sequence)))  # type: ignore[call-arg,arg-type]
+    rows_before = row_count(table)
+    properties = {
+        WATERMARK_TIMESTAMP: format_timestamp(mark.timestamp),
+        WATERMARK_SEQUENCE: str(mark.sequence),
+        RUN_ID: f"reset-{uuid.uuid4().hex[:12]}",
+        "offload.reset": reason,
+    }
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "did not match any records" is a fine outcome
+        table.delete(after, snapshot_properties=properties)
+    table = table.refresh()
+    if committed_watermark(table) != mark:  # no rows matched and no snapshot was made: stamp one
+        table.append(table.schema().as_arrow().empty_table(), snapshot_properties=properties)
+        table = table.refresh()
+    return Reset(previous, mark, rows_before, row_count(table))
