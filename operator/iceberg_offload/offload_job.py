@@ -290,6 +290,11 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
     try:
         columns = plan_columns(clickhouse_io.describe(client, spec.source), spark.table(target).schema, spec)
         committed = spark_committed_watermark(spark, target)
+        if committed is None and not spark.table(target).isEmpty():
+            raise OffloadError(
+                f"Iceberg table {target} has rows but no snapshot in its history carries a watermark "
+                "(expired by maintenance?): stamp the right one with 'iceberg-offload reset' before offloading"
+            )
         upstream: dict[str, Watermark] = {}
         for name, identifier in request.upstream.items():
             if not table_exists(spark, identifier):
