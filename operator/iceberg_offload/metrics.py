@@ -1,7 +1,7 @@
 """Prometheus metrics of the operator, per OffloadTable and operator-wide.
 
 The runbook's alerts are written against these names (helm chart: PrometheusRule):
-consecutive failures > 3, lag > 30 minutes, Iceberg row count decreasing.
+consecutive failures > 3, lag beyond the candle interval > 30 minutes, Iceberg rows decreasing.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ LABELS = ("namespace", "table")
 @dataclass
 class _TableState:
     watermark: float | None = None
+    candle_seconds: float = 0.0
     failures: int = 0
     rows: int | None = None
     ready: bool = False
@@ -59,13 +60,14 @@ class OffloadMetrics(Collector):
         )
         self.registry.register(self)
 
-    def observe(self, namespace: str, table: str, decision: Decision) -> None:
+    def observe(self, namespace: str, table: str, decision: Decision, candle_seconds: float = 0.0) -> None:
         status: Mapping[str, Any] = decision.status
         mark = (status.get("watermark") or {}).get("timestamp")
         ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
         with self._lock:
             state = self._tables.setdefault((namespace, table), _TableState())
             state.watermark = parse_timestamp(mark).timestamp() if mark else None
+            state.candle_seconds = candle_seconds
             state.failures = int(status.get("consecutiveFailures") or 0)
             state.rows = int(status["rowCount"]) if status.get("rowCount") is not None else None
             state.ready = ready.get("status") == "True"
@@ -84,7 +86,14 @@ class OffloadMetrics(Collector):
         watermark = GaugeMetricFamily(
             "iceberg_offload_watermark_timestamp_seconds", "Committed watermark (Unix time)", labels=LABELS
         )
-        lag = GaugeMetricFamily("iceberg_offload_lag_seconds", "Now minus the committed watermark", labels=LABELS)
+        lag = GaugeMetricFamily(
+            "iceberg_offload_lag_seconds",
+            "Now minus the end of the data the watermark covers (for candles: the newest candle's end)",
+            labels=LABELS,
+        )
+        candle = GaugeMetricFamily(
+            "iceberg_offload_candle_interval_seconds", "Candle length of candle tables, else 0", labels=LABELS
+        )
         failures = GaugeMetricFamily(
             "iceberg_offload_consecutive_failures", "Failed attempts since the last success", labels=LABELS
         )
@@ -96,12 +105,13 @@ class OffloadMetrics(Collector):
             key = [namespace, table]
             if state.watermark is not None:
                 watermark.add_metric(key, state.watermark)
-                lag.add_metric(key, max(0.0, now - state.watermark))
+                lag.add_metric(key, max(0.0, now - state.watermark - state.candle_seconds))
+            candle.add_metric(key, state.candle_seconds)
             failures.add_metric(key, state.failures)
             if state.rows is not None:
                 rows.add_metric(key, state.rows)
             ready.add_metric(key, 1.0 if state.ready else 0.0)
-        yield from (watermark, lag, failures, rows, ready)
+        yield from (watermark, lag, candle, failures, rows, ready)
 
 
 def serve(metrics: OffloadMetrics, address: str, port: int) -> None:
