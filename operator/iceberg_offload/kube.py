@@ -10,7 +10,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from iceberg_offload.manifests import SPARK_GROUP, SPARK_PLURAL, SPARK_VERSION
-from iceberg_offload.reconcile import LABEL_TABLE
+from iceberg_offload.reconcile import LABEL_TABLE, table_label
 from iceberg_offload.resource import GROUP, PLURAL, VERSION, SecretRef
 
 log = logging.getLogger("iceberg_offload.kube")
@@ -36,7 +36,7 @@ class Kube:
 
     def list_runs(self, namespace: str, table: str) -> list[dict[str, Any]]:
         result: Any = self.custom.list_namespaced_custom_object(
-            SPARK_GROUP, SPARK_VERSION, namespace, SPARK_PLURAL, label_selector=f"{LABEL_TABLE}={table}"
+            SPARK_GROUP, SPARK_VERSION, namespace, SPARK_PLURAL, label_selector=f"{LABEL_TABLE}={table_label(table)}"
         )
         return list(result.get("items", []))
 

@@ -17,6 +17,7 @@ from iceberg_offload.reconcile import (
     LABEL_SLOT,
     LABEL_TABLE,
     RunPlan,
+    table_label,
 )
 from iceberg_offload.resource import GROUP, KIND, VERSION, OffloadTableSpec, SecretRef
 from iceberg_offload.watermark import format_timestamp
@@ -97,7 +98,7 @@ def spark_application(
     labels = {
         "app.kubernetes.io/managed-by": MANAGED_BY,
         "app.kubernetes.io/name": "iceberg-offload-run",
-        LABEL_TABLE: spec.name,
+        LABEL_TABLE: table_label(spec.name),
         LABEL_SLOT: plan.slot,
         LABEL_ATTEMPT: str(plan.attempt),
         LABEL_GENERATION: str(plan.generation),

@@ -494,7 +494,6 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
             args.source_database, args.source_table or args.table, args.timestamp_column, args.sequence_column
         ),
         target=TargetSpec(catalog, namespace, table),
-        depends_on=tuple(upstream),
         buffer=timedelta(seconds=args.buffer_seconds),
         candle_interval=timedelta(seconds=args.candle_seconds) if args.candle_seconds else None,
     )

@@ -64,6 +64,9 @@ class Upstream:
 
     exists: bool
     watermark: Watermark | None = None
+    # The upstream's last schedule slot when it has no run in flight: a table waiting for it
+    # runs anyway once it has finished a slot as recent as its own, capped at its watermark.
+    settled_slot: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -131,10 +134,23 @@ class Decision:
     finished: FinishedRun | None = None
 
 
+def _short(name: str, limit: int) -> str:
+    """The name itself if it fits, else a prefix and a hash of the whole (still unique)."""
+    if len(name) <= limit:
+        return name
+    return f"{name[: limit - 7].rstrip('-')}-{hashlib.sha256(name.encode()).hexdigest()[:6]}"
+
+
 def run_name(table: str, slot: str, attempt: int) -> str:
     """Deterministic: the same slot and attempt always give the same name, so a second
-    submission of one window is refused by the API server as already existing."""
-    return f"{table[:40].rstrip('-')}-{slot}-{attempt}"
+    submission of one window is refused by the API server as already existing. At most 58
+    characters, so that the Spark Operator's derived pod and service names stay valid."""
+    return f"{_short(table, 40)}-{slot}-{attempt}"
+
+
+def table_label(table: str) -> str:
+    """The value of the offload.k2.io/table label (label values hold at most 63 characters)."""
+    return _short(table, 63)
 
 
 def schedule_slot_id(slot: datetime) -> str:
@@ -146,13 +162,15 @@ def manual_slot_id(trigger: str) -> str:
 
 
 def run_to_record(observed: Observed) -> ObservedRun | None:
-    """The newest run if it finished and is newer than the last one recorded."""
-    if not observed.runs:
-        return None
-    newest = max(observed.runs, key=lambda r: r.order)
-    if not newest.finished or not _newer_than_recorded(newest, observed.status.get("lastRun")):
-        return None
-    return newest
+    """The newest finished run not recorded yet (the one a readback is wanted for)."""
+    pending = _finished_unrecorded(observed.runs, observed.status.get("lastRun"))
+    return pending[-1] if pending else None
+
+
+def _finished_unrecorded(runs: Sequence[ObservedRun], last: Mapping[str, Any] | None) -> list[ObservedRun]:
+    """Finished runs newer than the last recorded one, oldest first: all of them are recorded,
+    so a failure is counted even if the status write of the tick that saw it was lost."""
+    return sorted((r for r in runs if r.finished and _newer_than_recorded(r, last)), key=lambda r: r.order)
 
 
 def _newer_than_recorded(run: ObservedRun, last: Mapping[str, Any] | None) -> bool:
@@ -236,160 +254,166 @@ def decide(observed: Observed) -> Decision:
     decision = Decision(status=status)
     gen = observed.generation
     status["observedGeneration"] = gen
+    spec = observed.spec
 
     def event(type_: Literal["Normal", "Warning"], reason: str, message: str) -> None:
         decision.events.append(Event(type_, reason, message))
 
+    def condition(type_: str, value: bool, reason: str, message: str) -> None:
+        set_condition(conditions, type_, value, reason, message, now, gen)
+
     def ready(value: bool, reason: str, message: str) -> None:
         if not value and (previous_ready.get("reason") != reason or previous_ready.get("status") != "False"):
             event("Warning", reason, message)
-        set_condition(conditions, "Ready", value, reason, message, now, gen)
+        condition("Ready", value, reason, message)
 
-    spec = observed.spec
     if observed.readback is not None:
         _apply_readback(status, observed.readback)
 
-    # 1. Follow the runs: record a finished one, stop one past its deadline.
-    recorded = observed.status.get("lastRun")
-    active = [r for r in observed.runs if not r.finished and _newer_than_recorded(r, recorded)]
-    current = max(active, key=lambda r: r.order) if active else None
-    to_record = run_to_record(observed)
-    if to_record is not None:
-        decision.finished = _record(status, to_record, observed.readback, spec)
-    elif current is None and status.get("activeRun"):
+    # 1. Follow the runs: record every finished one, stop one past its deadline.
+    newest_to_record = run_to_record(observed)
+    for run in _finished_unrecorded(observed.runs, observed.status.get("lastRun")):
+        readback = observed.readback if run is newest_to_record else None
+        decision.finished = _record(status, run, readback)
+        _finished_events(decision, spec, status)
+    active = sorted(
+        (r for r in observed.runs if not r.finished and _newer_than_recorded(r, status.get("lastRun"))),
+        key=lambda r: r.order,
+    )
+    current = active[-1] if active else None
+    if current is None and status.get("activeRun") and not decision.finished:
         gone = status["activeRun"]
-        names = {r.name for r in observed.runs}
-        if gone.get("name") not in names:
+        if gone.get("name") not in {r.name for r in observed.runs}:
             decision.finished = _record_vanished(status, gone, now)
+            _finished_events(decision, spec, status)
     if current is not None and spec is not None and now - current.created > spec.run_deadline:
         decision.delete.append(current.name)
         message = (
             f"run {current.name} did not finish within {int(spec.run_deadline.total_seconds())}s "
             f"(state {current.state or 'unknown'}); stopped"
         )
-        failed = replace(current, state="FAILED", terminated=now, error=message)
-        decision.finished = _record(status, failed, None, spec)
         event("Warning", "DeadlineExceeded", message)
-        current = None
-    if decision.finished is not None:
+        decision.finished = _record(status, replace(current, state="FAILED", terminated=now, error=message), None)
         _finished_events(decision, spec, status)
+        current = None
     status["activeRun"] = (
         _run_record(current, current.created, "Running", message=f"state {current.state or 'NEW'}") if current else None
     )
-    set_condition(
-        conditions,
-        "Running",
-        current is not None,
-        "RunActive" if current else "Idle",
-        f"{current.name} is {current.state or 'submitted'}" if current else "no run in flight",
-        now,
-        gen,
-    )
+    running_message = f"{current.name} is {current.state or 'submitted'}" if current else "no run in flight"
 
     # 2. A spec that can never run: say why, launch nothing.
     problem = _spec_problem(observed)
     if spec is None or problem is not None:
         reason, message = problem or ("InvalidSpec", observed.spec_error or "invalid spec")
+        condition("Running", current is not None, "RunActive" if current else "Idle", running_message)
         ready(False, reason, message)
-        set_condition(conditions, "Blocked", False, "InvalidSpec", message, now, gen)
+        condition("Blocked", False, "InvalidSpec", message)
         status["nextRun"] = None
         status["conditions"] = conditions
         decision.delete += _history_cleanup(observed.runs, decision.delete, 3, 3)
         return decision
 
     # 3. What is due, and may it start?
-    failing = _retries_exhausted(status, spec, gen)
-    due = _due(observed, spec, status, now)
-    set_condition(
-        conditions,
+    due = _due(observed, spec, status, now, current)
+    blocked = ""
+    if due is not None:
+        recorded = status.get("lastRun")
+        same_slot = [r for r in observed.runs if r.slot == due.slot]
+        launched = [r for r in same_slot if _newer_than_recorded(r, recorded) and r.name not in decision.delete]
+        if due.kind != "manual":
+            due = _gate(due, observed.upstream, spec)
+            blocked = "" if due is not None else _waiting_for(observed.upstream, spec, _target(observed, spec, now))
+        elif any(observed.upstream.get(d, Upstream(False)).watermark is None for d in spec.depends_on):
+            blocked = _waiting_for(observed.upstream, spec, due.window_to)
+            due = None  # nothing upstream is offloaded yet: a manual run would read nothing
+        else:
+            due = _cap_by_upstream(due, observed.upstream, spec)
+        if due is not None and launched:
+            # Already submitted (a restart between creating it and writing the status): follow it.
+            _mark_handled(status, due, observed, spec, now)
+            due = None
+        if due is not None and current is not None:
+            if spec.concurrency_policy == "Forbid" or due.kind == "retry":
+                running_message = f"{running_message}; the next run waits for it (concurrencyPolicy Forbid)"
+                due = None
+            else:
+                decision.delete.append(current.name)
+                event("Normal", "Replaced", f"stopped {current.name} to start a newer run (concurrencyPolicy Replace)")
+                current = None
+        if due is not None:
+            attempt = max([due.attempt, *(r.attempt + 1 for r in same_slot)])
+            plan = RunPlan(run_name(observed.name, due.slot, attempt), due.slot, attempt, gen, due.window_to)
+            decision.create = plan
+            event(
+                "Normal",
+                "RunStarted",
+                f"started {plan.name} for rows up to {format_timestamp(plan.window_to)} "
+                f"({due.kind}, attempt {attempt})",
+            )
+            status["activeRun"] = _run_record(plan, now, "Running", message="submitted")
+            running_message = f"{plan.name} submitted"
+            _mark_handled(status, due, observed, spec, now)
+    current_active = status.get("activeRun") is not None
+    condition("Running", current_active, "RunActive" if current_active else "Idle", running_message)
+    condition("Blocked", bool(blocked), "WaitingForUpstream" if blocked else "Clear", blocked or "nothing to wait for")
+    condition(
         "Suspended",
         spec.suspend,
         "Suspended" if spec.suspend else "Active",
-        "spec.suspend is true: no scheduled runs" if spec.suspend else "runs on schedule",
-        now,
-        gen,
-    )
-    blocked_message = ""
-    if due is not None:
-        capped = _cap_by_upstream(due, observed.upstream, spec) if due.kind == "manual" else due
-        waiting = _waiting_for(capped, observed.upstream, spec)
-        if waiting:
-            blocked_message = waiting
-        elif current is not None and spec.concurrency_policy == "Forbid":
-            blocked_message = f"{current.name} is still running (concurrencyPolicy Forbid)"
-        else:
-            if current is not None:
-                decision.delete.append(current.name)
-                event("Normal", "Replaced", f"stopped {current.name} to start a newer run (concurrencyPolicy Replace)")
-            plan = RunPlan(
-                run_name(observed.name, capped.slot, capped.attempt), capped.slot, capped.attempt, gen, capped.window_to
-            )
-            existing = {r.name: r for r in observed.runs}
-            if due.kind == "manual":
-                status["lastTrigger"] = observed.trigger
-            if plan.name not in existing:
-                decision.create = plan
-                event(
-                    "Normal",
-                    "RunStarted",
-                    f"started {plan.name} for rows up to {format_timestamp(plan.window_to)} "
-                    f"({capped.kind}, attempt {plan.attempt})",
-                )
-                status["activeRun"] = _run_record(plan, now, "Running", message="submitted")
-            elif not existing[plan.name].finished:
-                status["activeRun"] = _run_record(existing[plan.name], existing[plan.name].created, "Running")
-            if capped.kind == "schedule" and capped.slot_time is not None:
-                status["lastScheduleTime"] = _ts(capped.slot_time)
-            set_condition(conditions, "Running", True, "RunActive", f"{plan.name} submitted", now, gen)
-    set_condition(
-        conditions,
-        "Blocked",
-        bool(blocked_message),
-        "WaitingForUpstream" if blocked_message else "Clear",
-        blocked_message or "nothing to wait for",
-        now,
-        gen,
+        "spec.suspend is true: no scheduled runs or retries" if spec.suspend else "runs on schedule",
     )
 
     # 4. Summary.
+    failing = _retries_exhausted(status, spec, gen)
+    upcoming = [] if spec.suspend else [next_slot(spec.schedule, spec.time_zone, now)]
     retry_at = _retry_time(status, spec, gen)
-    upcoming = [next_slot(spec.schedule, spec.time_zone, now)] if not spec.suspend else []
-    if retry_at is not None and status.get("activeRun") is None:
+    if retry_at is not None and not spec.suspend and not current_active:
         upcoming.append(max(retry_at, now))
     status["nextRun"] = _ts(min(upcoming)) if upcoming else None
-    set_condition(
-        conditions,
+    condition(
         "Failing",
         failing,
         "RetriesExhausted" if failing else "NotFailing",
         str(status.get("lastError") or "") if failing else "the last run did not exhaust its retries",
-        now,
-        gen,
     )
+    last = status.get("lastRun") or {}
     if failing:
         ready(
             False,
             "RetriesExhausted",
-            f"{status.get('consecutiveFailures')} failed attempts; last error: "
-            f"{status.get('lastError')}; the next scheduled run tries again",
+            f"{status.get('consecutiveFailures')} failed attempts; last error: {status.get('lastError')}; "
+            "the next scheduled run tries again",
         )
     elif spec.suspend:
-        ready(False, "Suspended", "spec.suspend is true: no scheduled runs")
-    elif blocked_message:
-        ready(True, "WaitingForUpstream", blocked_message)
-    elif status.get("lastRun", {}) and status["lastRun"].get("outcome") == "Failed":
-        ready(True, "Retrying", f"attempt {status['lastRun'].get('attempt')} failed: {status.get('lastError')}")
+        ready(False, "Suspended", "spec.suspend is true: no scheduled runs or retries")
+    elif blocked:
+        ready(True, "WaitingForUpstream", blocked)
+    elif last.get("outcome") == "Failed":
+        ready(True, "Retrying", f"attempt {last.get('attempt')} failed: {status.get('lastError')}")
     elif status.get("lastSuccessfulRun"):
         ready(True, "Succeeded", f"watermark {_watermark_text(status)}")
     else:
-        ready(
-            True,
-            "Scheduled",
-            f"first run at {status['nextRun']}" if not status.get("activeRun") else "first run active",
-        )
+        ready(True, "Scheduled", "first run active" if current_active else f"first run at {status['nextRun']}")
     status["conditions"] = conditions
     decision.delete += _history_cleanup(observed.runs, decision.delete, spec.successful_history, spec.failed_history)
     return decision
+
+
+def _mark_handled(status: dict[str, Any], due: _Due, observed: Observed, spec: OffloadTableSpec, now: datetime) -> None:
+    """Record what a started (or found) run takes care of: its trigger, its schedule slot. A
+    manual run also covers a schedule slot that is due, since it reads at least as far."""
+    if due.kind == "manual":
+        status["lastTrigger"] = observed.trigger
+    slot = last_slot(spec.schedule, spec.time_zone, now)
+    if due.kind == "schedule" and due.slot_time is not None:
+        status["lastScheduleTime"] = _ts(due.slot_time)
+    elif due.kind == "manual" and not spec.suspend and slot > _since(status, observed):
+        status["lastScheduleTime"] = _ts(slot)
+
+
+def _since(status: Mapping[str, Any], observed: Observed) -> datetime:
+    scheduled = status.get("lastScheduleTime")
+    return parse_timestamp(str(scheduled)) if scheduled else utc(observed.created)
 
 
 def _watermark_text(status: Mapping[str, Any]) -> str:
@@ -406,9 +430,7 @@ def _apply_readback(status: dict[str, Any], readback: Readback) -> None:
     status["rowCount"] = readback.row_count
 
 
-def _record(
-    status: dict[str, Any], run: ObservedRun, readback: Readback | None, spec: OffloadTableSpec | None
-) -> FinishedRun:
+def _record(status: dict[str, Any], run: ObservedRun, readback: Readback | None) -> FinishedRun:
     finished_at = run.terminated or run.created
     duration = max(0.0, (finished_at - run.created).total_seconds())
     status["lastRunDurationSeconds"] = duration
@@ -450,29 +472,22 @@ def _record_vanished(status: dict[str, Any], active: Mapping[str, Any], now: dat
         terminated=now,
         error=f"SparkApplication {active.get('name')} was deleted before it finished",
     )
-    return _record(status, run, None, None)
+    return _record(status, run, None)
 
 
 def _finished_events(decision: Decision, spec: OffloadTableSpec | None, status: Mapping[str, Any]) -> None:
     done = decision.finished
     assert done is not None
     if done.outcome == "Succeeded":
-        decision.events.append(
-            Event(
-                "Normal", "RunSucceeded", f"{done.name} committed {done.rows} rows; watermark {_watermark_text(status)}"
-            )
-        )
+        message = f"{done.name} committed {done.rows} rows; watermark {_watermark_text(status)}"
+        decision.events.append(Event("Normal", "RunSucceeded", message))
     elif done.outcome == "Skipped":
         decision.events.append(Event("Normal", "RunSkipped", f"{done.name}: window already committed, nothing added"))
     else:
         attempts = spec.max_attempts if spec else 0
-        decision.events.append(
-            Event(
-                "Warning",
-                "RunFailed",
-                f"{done.name} failed (attempt {status['lastRun'].get('attempt')} of {attempts}): {done.error}",
-            )
-        )
+        attempt = status["lastRun"].get("attempt")
+        message = f"{done.name} failed (attempt {attempt} of {attempts}): {done.error}"
+        decision.events.append(Event("Warning", "RunFailed", message))
 
 
 def _spec_problem(observed: Observed) -> tuple[str, str] | None:
@@ -480,9 +495,8 @@ def _spec_problem(observed: Observed) -> tuple[str, str] | None:
         return None
     if observed.dependency_cycle:
         return "DependencyCycle", observed.dependency_cycle
-    unknown = sorted(
-        name for name in observed.spec.depends_on if not observed.upstream.get(name, Upstream(False)).exists
-    )
+    missing = Upstream(False)
+    unknown = sorted(name for name in observed.spec.depends_on if not observed.upstream.get(name, missing).exists)
     if unknown:
         return "UnknownUpstream", f"spec.dependsOn names OffloadTables that do not exist: {', '.join(unknown)}"
     return None
@@ -501,31 +515,51 @@ def _retry_time(status: Mapping[str, Any], spec: OffloadTableSpec, generation: i
     last = status.get("lastRun") or {}
     if last.get("outcome") != "Failed" or _retries_exhausted(status, spec, generation):
         return None
+    ended = parse_timestamp(str(last.get("completionTime") or last.get("startTime")))
     if int(last.get("generation") or 0) < generation:
-        return parse_timestamp(str(last.get("completionTime") or last.get("startTime")))
-    return parse_timestamp(str(last.get("completionTime") or last.get("startTime"))) + spec.retry_delay
+        return ended
+    return ended + spec.retry_delay
 
 
-def _due(observed: Observed, spec: OffloadTableSpec, status: Mapping[str, Any], now: datetime) -> _Due | None:
+def _target(observed: Observed, spec: OffloadTableSpec, now: datetime) -> datetime:
+    return last_slot(spec.schedule, spec.time_zone, now) - spec.buffer
+
+
+def _due(
+    observed: Observed, spec: OffloadTableSpec, status: Mapping[str, Any], now: datetime, current: ObservedRun | None
+) -> _Due | None:
+    """What should run now, most urgent first: a new manual trigger (even when suspended), a new
+    schedule slot, a retry of the last failed run (never while another run is in flight)."""
     if observed.trigger and observed.trigger != status.get("lastTrigger"):
         return _Due(manual_slot_id(observed.trigger), 1, now - spec.buffer, "manual")
+    if spec.suspend:
+        return None
+    slot = last_slot(spec.schedule, spec.time_zone, now)
+    if slot > _since(status, observed):
+        return _Due(schedule_slot_id(slot), 1, slot - spec.buffer, "schedule", slot)
     last = status.get("lastRun") or {}
     retry_at = _retry_time(status, spec, observed.generation)
-    spec_fixed = last.get("outcome") == "Failed" and int(last.get("generation") or 0) < observed.generation
-    if spec_fixed and retry_at is not None:
-        return _Due(str(last["slot"]), int(last["attempt"]) + 1, parse_timestamp(str(last["windowTo"])), "retry")
-    if not spec.suspend:
-        slot = last_slot(spec.schedule, spec.time_zone, now)
-        since = (
-            parse_timestamp(str(status["lastScheduleTime"]))
-            if status.get("lastScheduleTime")
-            else utc(observed.created)
-        )
-        if slot > since:
-            return _Due(schedule_slot_id(slot), 1, slot - spec.buffer, "schedule", slot)
-    if retry_at is not None and now >= retry_at and not spec.suspend:
+    if current is None and retry_at is not None and now >= retry_at:
         return _Due(str(last["slot"]), int(last["attempt"]) + 1, parse_timestamp(str(last["windowTo"])), "retry")
     return None
+
+
+def _gate(due: _Due, upstream: Mapping[str, Upstream], spec: OffloadTableSpec) -> _Due | None:
+    """A scheduled run starts once every upstream watermark reaches its window end, or once
+    every upstream that is behind has settled a slot at least as recent (then it reads only as
+    far as they got). None: wait."""
+    end = due.window_to
+    for name in spec.depends_on:
+        up = upstream.get(name, Upstream(False))
+        if up.watermark is not None and up.watermark.timestamp >= due.window_to:
+            continue
+        settled = up.settled_slot is not None and due.slot_time is not None and up.settled_slot >= due.slot_time
+        if due.kind == "retry":
+            settled = up.watermark is not None
+        if not settled or up.watermark is None:
+            return None
+        end = min(end, up.watermark.timestamp)
+    return replace(due, window_to=end)
 
 
 def _cap_by_upstream(due: _Due, upstream: Mapping[str, Upstream], spec: OffloadTableSpec) -> _Due:
@@ -534,19 +568,18 @@ def _cap_by_upstream(due: _Due, upstream: Mapping[str, Upstream], spec: OffloadT
     if not marks or any(m is None for m in marks):
         return due
     lowest = min(m.timestamp for m in marks if m is not None)
-    return _Due(due.slot, due.attempt, min(due.window_to, lowest), due.kind, due.slot_time)
+    return replace(due, window_to=min(due.window_to, lowest))
 
 
-def _waiting_for(due: _Due, upstream: Mapping[str, Upstream], spec: OffloadTableSpec) -> str:
+def _waiting_for(upstream: Mapping[str, Upstream], spec: OffloadTableSpec, target: datetime) -> str:
     behind = []
     for name in spec.depends_on:
         mark = upstream.get(name, Upstream(False)).watermark
-        if mark is None or mark.timestamp < due.window_to:
+        if mark is None or mark.timestamp < target:
             have = format_timestamp(mark.timestamp) if mark else "none yet"
             behind.append(f"{name} (watermark {have})")
-    if not behind:
-        return ""
-    return f"waiting for {', '.join(behind)} to reach {format_timestamp(due.window_to)}"
+    what = ", ".join(behind) if behind else "upstream tables"
+    return f"waiting for {what} to reach {format_timestamp(target)}"
 
 
 def _history_cleanup(runs: Sequence[ObservedRun], deleting: Sequence[str], keep_ok: int, keep_failed: int) -> list[str]:

@@ -13,7 +13,7 @@ from datetime import timedelta
 from typing import Any
 
 from iceberg_offload.schedule import ScheduleError, check_schedule
-from iceberg_offload.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
+from iceberg_offload.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec, check_identifier
 
 GROUP = "offload.k2.io"
 VERSION = "v1alpha1"
@@ -51,7 +51,7 @@ class Connection:
 class SparkSpec:
     image: str | None = None
     image_pull_policy: str = "IfNotPresent"
-    spark_version: str = "3.5.7"
+    spark_version: str = "3.5.9"
     service_account: str | None = None
     driver_cores: int = 1
     driver_memory: str = "1g"
@@ -94,7 +94,6 @@ class OffloadTableSpec:
             layer=self.layer,
             source=self.source,
             target=TargetSpec(catalog, self.target_namespace, self.target_table),
-            depends_on=self.depends_on,
             buffer=self.buffer,
             candle_interval=self.candle_interval,
         )
@@ -157,7 +156,10 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
         user=str(_get(spec, "source.connection.user", "default")),
         password=_secret_ref(spec, "source.connection.passwordSecretRef"),
     )
-    depends_on = tuple(str(d) for d in _get(spec, "dependsOn", []) or [])
+    raw_depends = _get(spec, "dependsOn", []) or []
+    if not isinstance(raw_depends, list):
+        raise SpecError("spec.dependsOn: expected a list of OffloadTable names")
+    depends_on = tuple(str(d) for d in raw_depends)
     for dep in depends_on:
         if not _DNS_LABEL.match(dep):
             raise SpecError(f"spec.dependsOn: {dep!r} is not an OffloadTable name")
@@ -178,7 +180,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
     spark = SparkSpec(
         image=_get(spec, "spark.image"),
         image_pull_policy=str(_get(spec, "spark.imagePullPolicy", "IfNotPresent")),
-        spark_version=str(_get(spec, "spark.sparkVersion", "3.5.7")),
+        spark_version=str(_get(spec, "spark.sparkVersion", "3.5.9")),
         service_account=_get(spec, "spark.serviceAccount"),
         driver_cores=_int(spec, "spark.driver.cores", 1, 1),
         driver_memory=str(_get(spec, "spark.driver.memory", "1g")),
@@ -189,7 +191,14 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
     )
     target_namespace = str(_get(spec, "target.namespace", "cold"))
     target_table = str(_required(spec, "target.table"))
-    TargetSpec("catalog", target_namespace, target_table)  # validates the identifiers
+    for field_name, value in (("namespace", target_namespace), ("table", target_table)):
+        try:
+            check_identifier(f"Iceberg {field_name}", value)
+        except SpecError as exc:
+            raise SpecError(f"spec.target.{field_name}: {exc}") from exc
+    candle_interval = parse_duration(str(candle), "spec.source.candleInterval") if candle else None
+    if candle_interval is not None and candle_interval <= timedelta(0):
+        raise SpecError(f"spec.source.candleInterval: {candle!r} must be longer than zero")
     return OffloadTableSpec(
         name=name,
         layer=layer,
@@ -203,12 +212,12 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
         schedule=schedule,
         time_zone=time_zone,
         buffer=parse_duration(str(_get(spec, "safetyBuffer", "5m")), "spec.safetyBuffer"),
-        candle_interval=parse_duration(str(candle), "spec.source.candleInterval") if candle else None,
+        candle_interval=candle_interval,
         concurrency_policy=policy,
         suspend=bool(_get(spec, "suspend", False)),
-        max_attempts=_int(spec, "retryPolicy.maxAttempts", 3, 1),
+        max_attempts=min(_int(spec, "retryPolicy.maxAttempts", 3, 1), 20),
         retry_delay=timedelta(seconds=_int(spec, "retryPolicy.delaySeconds", 60, 0)),
-        run_deadline=timedelta(seconds=_int(spec, "runDeadlineSeconds", 3600, 1)),
+        run_deadline=timedelta(seconds=_int(spec, "runDeadlineSeconds", 3600, 60)),
         spark=spark,
         successful_history=_int(spec, "successfulRunHistoryLimit", 3, 0),
         failed_history=_int(spec, "failedRunHistoryLimit", 3, 0),
@@ -216,20 +225,21 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
 
 
 def dependency_cycle(name: str, graph: Mapping[str, Sequence[str]]) -> str | None:
-    """A message naming the cycle through `name` in the dependsOn graph, or None."""
-    path: list[str] = []
+    """A message naming a cycle through `name` in the dependsOn graph, or None."""
+    seen: set[str] = set()
 
-    def visit(node: str) -> list[str] | None:
-        if node in path:
-            return [*path[path.index(node) :], node]
-        path.append(node)
+    def path_back(node: str) -> list[str] | None:
+        """A path from node back to `name`, if there is one."""
         for dep in graph.get(node, ()):
-            if found := visit(dep):
-                return found
-        path.pop()
+            if dep == name:
+                return [dep]
+            if dep not in seen:
+                seen.add(dep)
+                if (rest := path_back(dep)) is not None:
+                    return [dep, *rest]
         return None
 
-    cycle = visit(name)
-    if cycle is None or name not in cycle:
+    cycle = path_back(name)
+    if cycle is None:
         return None
-    return "spec.dependsOn forms a cycle: " + " -> ".join(cycle)
+    return "spec.dependsOn forms a cycle: " + " -> ".join([name, *cycle])
