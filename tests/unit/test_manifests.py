@@ -144,7 +144,7 @@ def test_spark_settings_from_spec_and_defaults() -> None:
     assert spec["image"] == DEFAULTS.image
     assert spec["imagePullPolicy"] == "IfNotPresent"
     assert spec["mainApplicationFile"] == "local:///opt/iceberg-offload/spark_jobs/offload.py"
-    assert spec["sparkVersion"] == "3.5.7"
+    assert spec["sparkVersion"] == "3.5.9"
     assert spec["restartPolicy"] == {"type": "Never"}  # retries are the operator's
     assert spec["sparkConf"] == {"spark.sql.session.timeZone": "UTC"}
     assert {k: spec["driver"][k] for k in ("cores", "memory", "serviceAccount")} == {

@@ -127,7 +127,7 @@ def test_defaults(attribute: str, expected: Any) -> None:
 def test_spark_defaults() -> None:
     spark = SparkSpec()
     assert (spark.image, spark.service_account) == (None, None)  # the operator's settings fill these in
-    assert (spark.image_pull_policy, spark.spark_version) == ("IfNotPresent", "3.5.7")
+    assert (spark.image_pull_policy, spark.spark_version) == ("IfNotPresent", "3.5.9")
     assert (spark.driver_cores, spark.driver_memory) == (1, "1g")
     assert (spark.executor_instances, spark.executor_cores, spark.executor_memory) == (1, 1, "1g")
     assert dict(spark.spark_conf) == {}
