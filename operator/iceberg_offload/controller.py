@@ -8,6 +8,7 @@ masked in every message that leaves this process.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -78,6 +79,7 @@ class Controller:
     settings: Settings
     kube: Kube
     _catalogs: dict[tuple[str, ...], Any] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
 
     @property
     def defaults(self) -> Defaults:
@@ -106,9 +108,10 @@ class Controller:
 
     def _catalog(self, catalog: CatalogSettings) -> Any:
         key = (catalog.name, catalog.type, catalog.uri, catalog.warehouse, catalog.user, catalog.password)
-        if key not in self._catalogs:
-            self._catalogs[key] = iceberg_io.open_catalog(catalog)
-        return self._catalogs[key]
+        with self._lock:  # reconciles run in parallel threads; open each catalog once
+            if key not in self._catalogs:
+                self._catalogs[key] = iceberg_io.open_catalog(catalog)
+            return self._catalogs[key]
 
     def readback(self, catalog: CatalogSettings, spec: OffloadTableSpec, run: str | None) -> Readback:
         try:

@@ -6,6 +6,7 @@ kopf run -m iceberg_offload.handlers --namespace <ns>   (or --all-namespaces)
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,10 +14,13 @@ import kopf
 
 from iceberg_offload.controller import Controller, RetryLater
 from iceberg_offload.kube import Kube, KubeError, api_client
-from iceberg_offload.resource import GROUP, PLURAL, VERSION
+from iceberg_offload.metrics import OffloadMetrics, serve
+from iceberg_offload.resource import GROUP, PLURAL, VERSION, parse_duration
 from iceberg_offload.settings import Settings
+from iceberg_offload.tables import SpecError
 
 SETTINGS = Settings.from_env()
+METRICS = OffloadMetrics()
 
 
 @kopf.on.startup()
@@ -27,9 +31,16 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     settings.posting.level = logging.WARNING
     settings.networking.request_timeout = 60
+    # Watch only what --namespace / --all-namespaces names: no cluster-wide namespace and CRD
+    # scanning, which a namespaced Role does not (and need not) allow.
+    settings.scanning.disabled = True
+    # With peering, the replica started first stays active; a later one waits as standby.
+    settings.peering.priority = 2**31 - int(time.time())
     # A timer tick is routine: log handler outcomes only when they are not.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     memo.controller = Controller(SETTINGS, Kube(api_client()))
+    if SETTINGS.metrics_port:
+        serve(METRICS, SETTINGS.metrics_address, SETTINGS.metrics_port)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_seconds, sharp=False)
@@ -42,9 +53,31 @@ def reconcile_offloadtable(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, 
         for key in set(current) - set(status):
             patch.status[key] = None
         for key, value in status.items():
-            patch.status[key] = value
+            # A cleared value (lastError "" after a success) is removed rather than written as "":
+            # kube-apiserver builds whose OpenAPI validator treats "" as null (1.20 built with
+            # Go >= 1.18, as in the e2e harness) reject the whole status patch otherwise.
+            patch.status[key] = None if value == "" else value
 
+    meta = body["metadata"]
     try:
-        memo.controller.reconcile(body=body, now=datetime.now(UTC), emit=emit, patch_status=patch_status)
+        decision = memo.controller.reconcile(body=body, now=datetime.now(UTC), emit=emit, patch_status=patch_status)
     except (RetryLater, KubeError) as exc:
+        METRICS.reconcile_errors.inc()
         raise kopf.TemporaryError(str(exc), delay=SETTINGS.reconcile_seconds) from exc
+    except Exception:
+        METRICS.reconcile_errors.inc()
+        raise
+    METRICS.observe(meta["namespace"], meta["name"], decision, _candle_seconds(body))
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget_offloadtable(meta: kopf.Meta, **_: Any) -> None:
+    METRICS.forget(str(meta["namespace"]), str(meta["name"]))
+
+
+def _candle_seconds(body: kopf.Body) -> float:
+    candle = ((body.get("spec") or {}).get("source") or {}).get("candleInterval")
+    try:
+        return parse_duration(str(candle), "candleInterval").total_seconds() if candle else 0.0
+    except SpecError:
+        return 0.0

@@ -73,9 +73,9 @@ class Settings:
     main_application_file: str = "local:///opt/iceberg-offload/spark_jobs/offload.py"
     # Whether the operator mirrors each finished run into ClickHouse's offload_watermarks.
     mirror: bool = True
-    # Prometheus metrics of the operator; 0 turns the endpoint off. In a pod set the address
-    # to 0.0.0.0 so that it can be scraped.
-    metrics_port: int = 9090
+    # Prometheus metrics of the operator (the chart sets 9090); 0 turns the endpoint off. In a
+    # pod set the address to 0.0.0.0 so that it can be scraped.
+    metrics_port: int = 0
     metrics_address: str = "127.0.0.1"
 
     @classmethod
