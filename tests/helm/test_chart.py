@@ -485,7 +485,10 @@ def test_prometheus_rule_has_the_runbook_thresholds(helm: Path, tmp_path: Path) 
     # Runbook: "failure_count > 3" (critical), "last_successful_run > 30 minutes ago" (warning),
     # "Iceberg row count decreasing" (critical, data loss).
     assert re.fullmatch(r"max by \(namespace, table\) \(iceberg_offload_consecutive_failures\) > 3", failing["expr"])
-    assert re.fullmatch(r"min by \(namespace, table\) \(iceberg_offload_lag_seconds\) > 1800", lagging["expr"])
+    assert re.fullmatch(
+        r"min by \(namespace, table\) \(iceberg_offload_lag_seconds - iceberg_offload_candle_interval_seconds\) > 1800",
+        lagging["expr"],
+    )
     assert " ".join(decreasing["expr"].split()) == (
         "max by (namespace, table) (iceberg_offload_iceberg_rows) < "
         "max by (namespace, table) (max_over_time(iceberg_offload_iceberg_rows[1h]))"
@@ -569,22 +572,28 @@ def test_alerts_fire_and_stay_quiet_under_promtool(helm: Path, tmp_path: Path) -
             ],
         },
         {
-            # Lag grows 60 s a minute: > 1800 s from minute 31, fires after `for: 5m`.  Another
-            # table whose lag stays at 60 s never fires, even though a paused (standby) replica
-            # still reports a growing lag for it: the freshest replica's value counts.
+            # Lag grows 60 s a minute; a 1m candle table is allowed 60 s more: over 1800 s from
+            # minute 32, fires after `for: 5m`.  A 1h candle table with the same growing lag stays
+            # within its hour.  Another table whose lag stays at 60 s never fires, even though a
+            # paused (standby) replica still reports a growing lag for it: the freshest value counts.
             "interval": "1m",
             "input_series": [
                 series("iceberg_offload_lag_seconds", "gold-ohlcv-1m", "0+60x45"),
+                series("iceberg_offload_candle_interval_seconds", "gold-ohlcv-1m", "60x45"),
+                series("iceberg_offload_lag_seconds", "gold-ohlcv-1h", "0+60x45"),
+                series("iceberg_offload_candle_interval_seconds", "gold-ohlcv-1h", "3600x45"),
                 series("iceberg_offload_lag_seconds", "gold-ohlcv-5m", "60x45"),
+                series("iceberg_offload_candle_interval_seconds", "gold-ohlcv-5m", "300x45"),
                 series("iceberg_offload_lag_seconds", "gold-ohlcv-5m", "0+60x45", pod="iceberg-offload-1"),
+                series("iceberg_offload_candle_interval_seconds", "gold-ohlcv-5m", "300x45", pod="iceberg-offload-1"),
             ],
             "alert_rule_test": [
-                {"eval_time": "30m", "alertname": "IcebergOffloadLagging", "exp_alerts": []},  # exactly 1800
-                {"eval_time": "34m", "alertname": "IcebergOffloadLagging", "exp_alerts": []},  # pending
+                {"eval_time": "31m", "alertname": "IcebergOffloadLagging", "exp_alerts": []},  # exactly 1800
+                {"eval_time": "35m", "alertname": "IcebergOffloadLagging", "exp_alerts": []},  # pending
                 {
                     "eval_time": "40m",
                     "alertname": "IcebergOffloadLagging",
-                    "exp_alerts": [alert("IcebergOffloadLagging", "gold-ohlcv-1m", "40m 0s")],
+                    "exp_alerts": [alert("IcebergOffloadLagging", "gold-ohlcv-1m", "39m 0s")],
                 },
             ],
         },
