@@ -13,6 +13,7 @@ import argparse
 import importlib.resources
 import logging
 import os
+import re
 import sys
 import time
 import uuid
@@ -25,6 +26,7 @@ from typing import Any
 
 import pyarrow as pa
 from pyspark.sql import Row, SparkSession
+from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
 from iceberg_offload import clickhouse_io
@@ -132,6 +134,14 @@ def table_exists(spark: SparkSession, identifier: str) -> bool:
     return bool(spark.catalog.tableExists(identifier))
 
 
+def spark_current_snapshot(spark: SparkSession, identifier: str) -> int | None:
+    """The table's current snapshot id (None for a table without snapshots)."""
+    rows = spark.sql(
+        f"SELECT snapshot_id FROM {identifier}.history WHERE is_current_ancestor ORDER BY made_current_at DESC LIMIT 1"
+    ).collect()
+    return int(rows[0]["snapshot_id"]) if rows else None
+
+
 def spark_committed_watermark(spark: SparkSession, identifier: str) -> Watermark | None:
     """The newest watermark in the table's current lineage (maintenance snapshots carry none)."""
     rows = spark.sql(
@@ -145,10 +155,14 @@ def spark_committed_watermark(spark: SparkSession, identifier: str) -> Watermark
 
 def spark_commit_of_run(spark: SparkSession, identifier: str, run_id: str) -> tuple[int, int] | None:
     """(snapshot id, rows added) of the commit a run made, if it made one."""
-    rows = spark.sql(
-        f"SELECT snapshot_id, summary['added-records'] AS added FROM {identifier}.snapshots "
-        f"WHERE summary['{RUN_ID}'] = '{run_id.replace(chr(39), '')}' ORDER BY committed_at DESC LIMIT 1"
-    ).collect()
+    snapshots = spark.table(f"{identifier}.snapshots")
+    rows = (
+        snapshots.where(F.col("summary").getItem(RUN_ID) == F.lit(run_id))
+        .orderBy(F.col("committed_at").desc())
+        .select("snapshot_id", F.col("summary").getItem("added-records").alias("added"))
+        .limit(1)
+        .collect()
+    )
     if not rows:
         return None
     return int(rows[0]["snapshot_id"]), int(rows[0]["added"] or 0)
@@ -289,6 +303,7 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
     client = clickhouse_io.connect(settings.clickhouse)
     try:
         columns = plan_columns(clickhouse_io.describe(client, spec.source), spark.table(target).schema, spec)
+        base_snapshot = spark_current_snapshot(spark, target)
         committed = spark_committed_watermark(spark, target)
         if committed is None and not spark.table(target).isEmpty():
             raise OffloadError(
@@ -326,7 +341,7 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
                 duration_seconds=round(time.monotonic() - started, 3),
             )
         else:
-            result = _commit_window(spark, settings, request, columns, client, plan.window, started)
+            result = _commit_window(spark, settings, request, columns, client, plan.window, base_snapshot, started)
         if request.mirror:
             _write_mirror(client, result)
         return result
@@ -341,6 +356,7 @@ def _commit_window(
     columns: list[ColumnMapping],
     client: Any,
     window: Window,
+    base_snapshot: int | None,
     started: float,
 ) -> OffloadResult:
     spec, target = request.spec, request.spec.target.identifier
@@ -372,10 +388,25 @@ def _commit_window(
     bounds = spark.sparkContext.parallelize([_bounds_row(w) for w in parts], len(parts))
     frame = spark.createDataFrame(bounds, _BOUNDS).mapInArrow(reader, schema)
     properties = summary_properties(effective, new_mark, request.run_id, f"{spec.source.database}.{spec.source.table}")
-    writer = frame.writeTo(target)
+    writer = frame.writeTo(target).option("isolation-level", "serializable")
+    if base_snapshot is not None:
+        writer = writer.option("validate-from-snapshot-id", str(base_snapshot))
     for key, value in properties.items():
         writer = writer.option(f"snapshot-property.{key}", value)
-    writer.append()
+    # An overwrite of the window's time range (which holds no rows yet) rather than an append:
+    # Iceberg then refuses the commit if any other commit since the snapshot the watermark was
+    # read from added rows in that range, so two overlapping runs can never both commit it.
+    ts = F.col(spec.source.timestamp_column)
+    window_range = (ts > F.lit(effective.lower.timestamp)) & (ts <= F.lit(effective.upper.timestamp))
+    try:
+        writer.overwrite(window_range)
+    except Exception as exc:
+        if "conflicting files" in str(exc) or "ValidationException" in str(exc):
+            raise OffloadError(
+                f"another run committed rows of {effective} to {target} while this one ran: nothing was written "
+                "by this run; the next run continues from the new watermark"
+            ) from exc
+        raise
     commit = spark_commit_of_run(spark, target, request.run_id)
     if commit is None:
         raise OffloadError(f"the append to {target} finished but no snapshot carries run id {request.run_id}")
@@ -532,11 +563,19 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None, s
     return 0 if result.outcome != "failed" else 1
 
 
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
 def _describe(exc: BaseException) -> str:
+    """One line that says what went wrong. An error raised in the executors reaches the driver
+    wrapped in a Python worker's traceback: its last error line is the cause."""
     if isinstance(exc, (OffloadError, WindowError, TypeMappingError, clickhouse_io.SourceError)):
         return str(exc)
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+    lines = str(exc).strip().splitlines()
+    causes = [m.group(2).strip() for m in map(_ERROR_LINE.match, lines) if m]
+    if "thrown from the Python worker" in str(exc) and causes:
+        return f"in a Spark executor: {causes[-1]}"[:1000]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
 def _emit(result: OffloadResult, result_file: Path | None) -> None:
