@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import clickhouse_connect
@@ -57,13 +58,14 @@ class WindowStats:
     rows: int
     rows_at_upper: int
     max_sequence_at_upper: int | None
+    first_timestamp: datetime | None = None
 
 
 def window_stats(client: Client, source: SourceSpec, window: Window) -> WindowStats:
     q = query.window_stats(source, window)
-    rows, at_upper, max_seq = client.query(q.sql, parameters=q.parameters).result_rows[0]
+    rows, at_upper, max_seq, first = client.query(q.sql, parameters=q.parameters).result_rows[0]
     has_upper = int(at_upper) > 0 and source.sequence_column is not None
-    return WindowStats(int(rows), int(at_upper), int(max_seq) if has_upper else None)
+    return WindowStats(int(rows), int(at_upper), int(max_seq) if has_upper else None, utc(first) if rows else None)
 
 
 def read_window(

@@ -365,12 +365,13 @@ def _commit_window(
     # later with a higher sequence fall into the next window instead of being lost.
     new_mark = committed_watermark(window, stats.max_sequence_at_upper)
     effective = Window(window.lower, new_mark)
-    parts = split_window(
+    count = subwindow_count(
         effective,
-        subwindow_count(
-            effective, target_span=timedelta(minutes=settings.subwindow_minutes), max_parts=settings.subwindow_max
-        ),
+        target_span=timedelta(minutes=settings.subwindow_minutes),
+        max_parts=settings.subwindow_max,
+        data_from=stats.first_timestamp,
     )
+    parts = split_window(effective, count, data_from=stats.first_timestamp)
     log.info(
         "%s: offloading %s (%d rows expected, %d sub-windows, run %s)",
         spec.name,

@@ -129,15 +129,20 @@ def committed_watermark(window: Window, max_sequence_at_upper: int | None) -> Wa
     return Watermark(upper, 0)
 
 
-def split_window(window: Window, parts: int) -> list[Window]:
+def split_window(window: Window, parts: int, data_from: datetime | None = None) -> list[Window]:
     """Cut a window into at most `parts` contiguous, non-overlapping pieces of equal time span.
 
     Inner boundaries are whole-timestamp positions, so the rows at one timestamp always fall
-    in one piece.
+    in one piece. With `data_from` (the earliest row's timestamp) the cuts are spread over the
+    part of the window that holds rows: a first window starting at the epoch still scales out.
     """
     if parts < 1:
         raise ValueError(f"parts must be at least 1, got {parts}")
     start, end = window.lower.timestamp, window.upper.timestamp
+    if data_from is not None and utc(data_from) >= end:
+        return [window]  # every row is at the upper timestamp
+    if data_from is not None and start < utc(data_from):
+        start = utc(data_from) - timedelta(microseconds=1)
     span = _micros(end - start)
     parts = max(1, min(parts, span))
     cuts = sorted({start + timedelta(microseconds=span * i // parts) for i in range(1, parts)})
@@ -145,9 +150,12 @@ def split_window(window: Window, parts: int) -> list[Window]:
     return [Window(lo, hi) for lo, hi in pairwise(bounds)]
 
 
-def subwindow_count(window: Window, *, target_span: timedelta, max_parts: int) -> int:
-    """How many pieces to read a window in: one per target span, at most max_parts."""
-    span = window.upper.timestamp - window.lower.timestamp
+def subwindow_count(
+    window: Window, *, target_span: timedelta, max_parts: int, data_from: datetime | None = None
+) -> int:
+    """How many pieces to read a window in: one per target span of its rows, at most max_parts."""
+    start = max(window.lower.timestamp, utc(data_from)) if data_from is not None else window.lower.timestamp
+    span = window.upper.timestamp - start
     return max(1, min(max_parts, math.ceil(span / target_span) if span > timedelta(0) else 1))
 
 

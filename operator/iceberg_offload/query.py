@@ -57,7 +57,8 @@ def select_window(source: SourceSpec, columns: Sequence[ColumnMapping], window: 
 def window_stats(source: SourceSpec, window: Window) -> Query:
     """Count a window's rows, and find the highest sequence at its upper timestamp.
 
-    Returns one row: (rows, rows at the upper timestamp, max sequence at the upper timestamp).
+    Returns one row: (rows, rows at the upper timestamp, max sequence at the upper timestamp,
+    the earliest timestamp).
     """
     where = window_predicate(source, window)
     ts = quote_identifier(source.timestamp_column)
@@ -65,7 +66,10 @@ def window_stats(source: SourceSpec, window: Window) -> Query:
     max_seq = (
         f"maxIf({quote_identifier(source.sequence_column)}, {at_upper})" if source.sequence_column else "toInt64(0)"
     )
-    sql = f"SELECT count(), countIf({at_upper}), {max_seq} FROM {source.qualified} WHERE {where.sql}"
+    sql = (
+        f"SELECT count(), countIf({at_upper}), {max_seq}, toDateTime64(min({ts}), 6, 'UTC') "
+        f"FROM {source.qualified} WHERE {where.sql}"
+    )
     return Query(sql, where.parameters)
 
 

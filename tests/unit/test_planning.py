@@ -605,3 +605,33 @@ def test_subwindow_count_is_one_per_target_span_capped(span_us: int, target_us: 
 def test_window_plan_skipped_reflects_a_missing_window() -> None:
     assert WindowPlan(None, INITIAL_WATERMARK, BOUND).skipped
     assert not WindowPlan(Window(INITIAL_WATERMARK, Watermark.end_of(T0)), INITIAL_WATERMARK, BOUND).skipped
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    upper_minutes=st.integers(min_value=1, max_value=60 * 24 * 400),
+    data_fraction=st.floats(min_value=0.0, max_value=1.0),
+    parts=st.integers(min_value=1, max_value=32),
+)
+def test_split_window_spreads_pieces_over_the_rows_of_a_first_window(
+    upper_minutes: int, data_fraction: float, parts: int
+) -> None:
+    upper = EPOCH + timedelta(days=20_000, minutes=upper_minutes)
+    window = Window(INITIAL_WATERMARK, Watermark.end_of(upper))
+    data_from = upper - timedelta(minutes=upper_minutes * data_fraction)
+    pieces = split_window(window, parts, data_from=data_from)
+    assert pieces[0].lower == window.lower and pieces[-1].upper == window.upper
+    assert all(a.upper == b.lower for a, b in pairwise(pieces))
+    assert len(pieces) <= parts
+    # Every cut lies among the rows: the time before the first row is one piece, not parts - 1.
+    assert all(p.lower.timestamp >= data_from - timedelta(microseconds=1) for p in pieces[1:])
+    if parts > 1 and upper - data_from > timedelta(microseconds=parts):
+        assert len(pieces) == parts
+
+
+def test_subwindow_count_counts_the_span_that_holds_rows() -> None:
+    upper = datetime(2026, 11, 25, 12, tzinfo=UTC)
+    window = Window(INITIAL_WATERMARK, Watermark.end_of(upper))
+    data_from = upper - timedelta(hours=2)
+    assert subwindow_count(window, target_span=timedelta(minutes=15), max_parts=16, data_from=data_from) == 8
+    assert subwindow_count(window, target_span=timedelta(minutes=15), max_parts=16) == 16
