@@ -25,8 +25,9 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cluster import (
@@ -150,3 +151,67 @@ def namespace(control_plane: Cluster, request: pytest.FixtureRequest) -> Iterato
         yield name
     finally:
         control_plane.delete_namespace(name)
+
+
+# -- the operator's end-to-end tests: the OffloadTable CRD, the Spark Operator stand-in, scenarios --
+
+STANDIN_REASON = (
+    "the Spark Operator stand-in serves only the local kube-apiserver; on kind the real Spark Operator "
+    "runs SparkApplications (see the kind_only tests)"
+)
+
+
+@pytest.fixture(scope="session")
+def offload_crd(control_plane: Cluster) -> str:
+    """The OffloadTable CRD (``crds/offloadtables.offload.k2.io.yaml``), applied and Established."""
+    from standin.harness import OFFLOAD_CRD, OFFLOAD_CRD_NAME
+
+    applied = control_plane.kubectl("apply", "-f", str(OFFLOAD_CRD))
+    if applied.returncode != 0:
+        pytest.fail(f"the OffloadTable CRD was rejected: {applied.stderr.strip()}", pytrace=False)
+    _wait_established(control_plane, OFFLOAD_CRD_NAME)
+    return OFFLOAD_CRD_NAME
+
+
+@pytest.fixture(scope="session")
+def standin(control_plane: Cluster, offload_crd: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """The session's Spark Operator stand-in (``tests/e2e/standin``): one process, one warm
+    SparkSession, the embedded ClickHouse (password-protected, 127.0.0.1) and the SQLite Iceberg
+    catalog. Scenarios share it and isolate themselves by namespace, ClickHouse database and
+    Iceberg namespace (:class:`standin.harness.Scenario`)."""
+    if e2e_cluster_kind() == "kind":
+        pytest.skip(STANDIN_REASON)
+    from standin.harness import StandInProcess
+
+    state_dir = tmp_path_factory.mktemp("standin")
+    try:
+        process = StandInProcess.start(
+            kubeconfig=control_plane.kubeconfig, state_dir=state_dir, password=secrets.token_urlsafe(18)
+        )
+    except RuntimeError as err:
+        pytest.fail(str(err), pytrace=False)
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def scenario(
+    control_plane: Cluster, standin: Any, request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[Callable[..., Any]]:
+    """``scenario(label)``: a fresh :class:`standin.harness.Scenario` (namespace served by the
+    stand-in, own ClickHouse database and Iceberg namespace); its operators are stopped and its
+    namespace deleted afterwards."""
+    from standin.harness import Scenario
+
+    made: list[Scenario] = []
+
+    def make(label: str | None = None) -> Scenario:
+        created = Scenario.create(control_plane, standin, label or request.node.name, tmp_path / f"s{len(made)}")
+        made.append(created)
+        return created
+
+    yield make
+    for item in made:
+        item.close()
