@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import time
+import urllib.request
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -25,9 +26,11 @@ from typing import Any
 import pytest
 from iceberg_offload import clickhouse_io, iceberg_io
 from iceberg_offload.planning import floor_to_interval
+from iceberg_offload.resource import parse_duration
 from iceberg_offload.result import RUN_ID
 from iceberg_offload.tables import SourceSpec
 from iceberg_offload.watermark import INITIAL_WATERMARK, Watermark, Window, parse_timestamp
+from prometheus_client.parser import text_string_to_metric_families
 from pyiceberg.table import Table
 from standin.harness import (
     EVERY_MINUTE,
@@ -400,6 +403,71 @@ def test_offload_watermarks_mirror_matches_the_status(worlds: Worlds, cycles: Cy
         agree,
         timeout=45,
         what="offload_watermarks to agree with every OffloadTable's status",
+        diagnostics=lambda: "\n".join(last),
+    )
+
+
+# --- metrics and alerts -------------------------------------------------------------------
+
+
+def _scrape(port: int) -> dict[tuple[str, str], float]:
+    """(metric name, table) -> value, for the runbook namespace's series of /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    values: dict[tuple[str, str], float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            table = sample.labels.get("table")
+            if table is not None and not sample.labels.get("le") and not sample.labels.get("outcome"):
+                values[(sample.name, table)] = float(sample.value)
+            if sample.labels.get("outcome") == "Succeeded":
+                values[(f"{sample.name}:Succeeded", str(table))] = float(sample.value)
+    return values
+
+
+def test_metrics_show_the_status_figures_and_no_alert_fires(worlds: Worlds, cycles: Cycles) -> None:
+    """The operator's /metrics, scraped during the runbook scenario, carry each table's status
+    figures; the chart's three alert expressions, evaluated on them, are all quiet."""
+    s = worlds.runbook
+    operator = s.operators[-1]
+    last: list[str] = []
+
+    def agree() -> bool:
+        before = time.time()
+        figures = _scrape(operator.metrics_port)
+        after = time.time()
+        found = []
+        for name in RUNBOOK:
+            status = s.status(name)
+            mark = parse_timestamp(status["watermark"]["timestamp"]).timestamp()
+            candle = worlds.specs[name]["source"].get("candleInterval")
+            candle_seconds = parse_duration(candle, "candle").total_seconds() if candle else 0.0
+            expected = {
+                "iceberg_offload_watermark_timestamp_seconds": mark,
+                "iceberg_offload_consecutive_failures": float(status.get("consecutiveFailures") or 0),
+                "iceberg_offload_iceberg_rows": float(status["rowCount"]),
+                "iceberg_offload_candle_interval_seconds": candle_seconds,
+            }
+            for metric, value in expected.items():
+                if figures.get((metric, name)) != value:
+                    found.append(f"{name}: {metric} = {figures.get((metric, name))}, status says {value}")
+            lag = figures.get(("iceberg_offload_lag_seconds", name), -1.0)
+            if not before - mark - candle_seconds - 1 <= lag <= after - mark - candle_seconds + 1:
+                found.append(f"{name}: lag {lag} is not now - (watermark + candle)")
+            if figures.get(("iceberg_offload_runs_total:Succeeded", name), 0) < 1:
+                found.append(f"{name}: no succeeded run counted")
+            # The PrometheusRule's expressions (helm/iceberg-offload/templates/prometheusrule.yaml).
+            if figures.get(("iceberg_offload_consecutive_failures", name), 0) > 3:
+                found.append(f"{name}: IcebergOffloadFailing would fire")
+            if lag - candle_seconds > 1800:
+                found.append(f"{name}: IcebergOffloadLagging would fire")
+        last[:] = found
+        return not found
+
+    wait_for(
+        agree,
+        timeout=45,
+        what="/metrics to agree with every OffloadTable's status",
         diagnostics=lambda: "\n".join(last),
     )
 

@@ -295,13 +295,16 @@ class OperatorProcess:
         self.reconcile_seconds = reconcile_seconds
         self.proc: subprocess.Popen[bytes] | None = None
         self.liveness_port = 0
+        self.metrics_port = 0
 
     def start(self, timeout: float = 60.0) -> Self:
         kopf = Path(sys.executable).parent / "kopf"
         self.liveness_port = _free_port()
+        self.metrics_port = _free_port()
         env = _clean_env(
             KUBECONFIG=str(self.kubeconfig),
             ICEBERG_OFFLOAD_RECONCILE_SECONDS=str(self.reconcile_seconds),
+            ICEBERG_OFFLOAD_METRICS_PORT=str(self.metrics_port),  # on 127.0.0.1, the default address
         )
         with self.log.open("ab") as out:
             out.write(f"--- kopf run --namespace {self.namespace} ({datetime.now(UTC).isoformat()})\n".encode())
