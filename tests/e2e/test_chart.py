@@ -55,25 +55,16 @@ CHART_CRDS = ("offloadtables.offload.k2.io", "kopfpeerings.kopf.dev", "clusterko
 #: does not need it: on 403 kopf falls back to the namespaces it was given and the resources it
 #: found at start (kopf._core.reactor.observation) -- but only after retrying each request 9 times
 #: (about 55 s of ERROR lines during which NO OffloadTable is served).  kopf skips these requests
-#: with ``settings.scanning.disabled = True``; handlers.configure does not set it yet, so the
-#: operator runs here with the one-line startup module below (the operator change this chart needs).
+#: with ``settings.scanning.disabled = True``, which handlers.configure sets: the operator runs
+#: here exactly as the Deployment starts it, and must make none of these requests.
 KOPF_SCANNING = {
     ("", "namespaces", "list"),
     ("", "namespaces", "watch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "watch"),
 }
-SCANNING_OFF_MODULE = "e2e_kopf_scanning_off"
 TRIGGER = "offload.k2.io/trigger"
 RECONCILE_SECONDS = 2
-SCANNING_OFF = """
-import kopf
-
-
-@kopf.on.startup()
-def scanning_off(settings: kopf.OperatorSettings, **_: object) -> None:
-    settings.scanning.disabled = True
-"""
 
 
 # -- helm --------------------------------------------------------------------------------------
@@ -390,14 +381,12 @@ def start_operator(
         metrics_port = free_port()
         env["ICEBERG_OFFLOAD_METRICS_PORT"] = str(metrics_port)
         metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
-    (tmp_path / f"{SCANNING_OFF_MODULE}.py").write_text(SCANNING_OFF)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tmp_path), env.get("PYTHONPATH")]))
     kopf = Path(sys.executable).with_name("kopf")
     command = [str(kopf)] if kopf.exists() else [sys.executable, "-m", "kopf"]
     log = tmp_path / f"operator-{pod_id}.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [*command, *container["command"][1:], "-m", SCANNING_OFF_MODULE, *args, *extra_args],
+            [*command, *container["command"][1:], *args, *extra_args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
