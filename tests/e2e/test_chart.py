@@ -626,6 +626,9 @@ def test_helm_install_then_operator_reconciles_as_its_service_account(
     assert not forbidden, f"refused: {forbidden}"
     assert not refused_in(log), operator.tail()
 
+    scanning = {(g, r, v) for _c, (g, r, v, _ns, _n) in resource_calls} & KOPF_SCANNING
+    assert not scanning, f"kopf scanned the cluster, which a namespaced Role does not allow: {scanning}"
+
     # ... and every call made in the namespace is granted by the chart's Role, resourceNames included.
     used: set[tuple[str, str, str]] = set()
     for call, (group, resource, verb, ns, name) in resource_calls:
