@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -201,19 +201,22 @@ class Controller:
         if to_record is not None and not to_record.succeeded:
             detail = self._failure_detail(namespace, next(i for i in items if i["metadata"]["name"] == to_record.name))
             if detail:
-                runs = [r if r.name != to_record.name else _with_error(r, detail) for r in runs]
-                observed = _replace_runs(observed, runs)
+                runs = [r if r.name != to_record.name else replace(r, error=detail) for r in runs]
+                observed = replace(observed, runs=runs)
         if spec is not None and catalog is not None:
             if to_record is not None and to_record.succeeded:
-                observed = _with_readback(observed, self.readback(catalog, spec, to_record.name))
+                observed = replace(observed, readback=self.readback(catalog, spec, to_record.name))
             elif not status.get("watermark"):
                 try:
-                    observed = _with_readback(observed, self.readback(catalog, spec, None))
+                    observed = replace(observed, readback=self.readback(catalog, spec, None))
                 except RetryLater as exc:
                     log.info("%s/%s: no watermark yet: %s", namespace, name, exc)
 
         decision = decide(observed)
-        password = self._clickhouse_password(namespace, spec) if spec else ""
+        # The ClickHouse password is needed only when a run finished (the mirror write) or a
+        # message leaves this process: read the Secret then, not on every tick.
+        needed = decision.finished is not None or bool(decision.events)
+        password = self._clickhouse_password(namespace, spec) if spec and needed else ""
         secrets.append(password)
         self._act(namespace, body, spec, catalog, targets, decision, emit, secrets, password)
         patch_status(_scrub_status(decision.status, secrets))
@@ -294,24 +297,6 @@ class Controller:
                 client.close()
         except Exception as exc:
             log.warning("%s: offload_watermarks not updated: %s", spec.name, scrub(str(exc), secrets))
-
-
-def _with_error(run: ObservedRun, error: str) -> ObservedRun:
-    from dataclasses import replace
-
-    return replace(run, error=error)
-
-
-def _replace_runs(observed: Observed, runs: list[ObservedRun]) -> Observed:
-    from dataclasses import replace
-
-    return replace(observed, runs=runs)
-
-
-def _with_readback(observed: Observed, readback: Readback) -> Observed:
-    from dataclasses import replace
-
-    return replace(observed, readback=readback)
 
 
 def _scrub_status(status: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
