@@ -31,7 +31,7 @@ ENV PATH=/opt/operator-venv/bin:$PATH \
     ICEBERG_OFFLOAD_DDL_DIR=/opt/iceberg-offload/ddl
 USER 10001:10001
 EXPOSE 8080 9090
-ENTRYPOINT ["kopf", "run", "-m", "iceberg_offload.handlers"]
+ENTRYPOINT ["kopf", "run", "-m", "iceberg_offload.operator.handlers"]
 CMD ["--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]
 
 # --- the Spark job --------------------------------------------------------------------------

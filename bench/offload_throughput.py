@@ -37,14 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from iceberg_offload import clickhouse_io, iceberg_io, query
-from iceberg_offload.ddl import iceberg_statements
+from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.adapters.ddl import iceberg_statements
+from iceberg_offload.core import query
+from iceberg_offload.core.settings import local_settings
+from iceberg_offload.core.tables import TableSpec, TargetSpec, runbook_tables
+from iceberg_offload.core.watermark import INITIAL_WATERMARK, Watermark, Window
+from iceberg_offload.job.run import RunRequest, plan_columns, run_offload, spark_session
 from iceberg_offload.local.generator import binance_trades
 from iceberg_offload.local.runner import LocalStack, local_stack
-from iceberg_offload.offload_job import RunRequest, plan_columns, run_offload, spark_session
-from iceberg_offload.settings import local_settings
-from iceberg_offload.tables import TableSpec, TargetSpec, runbook_tables
-from iceberg_offload.watermark import INITIAL_WATERMARK, Watermark, Window
 
 TABLE = "bronze_trades_binance"
 RATE = 8.0  # the generator's default Binance trades per second

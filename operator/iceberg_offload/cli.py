@@ -6,11 +6,11 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from iceberg_offload import ddl
+from iceberg_offload.adapters import ddl
 
 
 def _ddl(args: argparse.Namespace) -> int:
-    from iceberg_offload.settings import Settings
+    from iceberg_offload.core.settings import Settings
 
     settings = Settings.from_env()
     if args.target == "clickhouse":
@@ -21,12 +21,12 @@ def _ddl(args: argparse.Namespace) -> int:
         print(";\n\n".join(statements) + ";")
         return 0
     if args.target == "clickhouse":
-        from iceberg_offload import clickhouse_io
+        from iceberg_offload.adapters import clickhouse_io
 
         client = clickhouse_io.connect(settings.clickhouse)
         clickhouse_io.apply_ddl(client)
     else:
-        from iceberg_offload.offload_job import apply_iceberg_ddl, spark_session
+        from iceberg_offload.job.run import apply_iceberg_ddl, spark_session
 
         apply_iceberg_ddl(
             spark_session(settings, "iceberg-offload-ddl"), settings.catalog.name, settings.catalog.namespace
@@ -36,9 +36,9 @@ def _ddl(args: argparse.Namespace) -> int:
 
 
 def _reset(args: argparse.Namespace) -> int:
-    from iceberg_offload import iceberg_io
-    from iceberg_offload.offload_job import _watermark_arg
-    from iceberg_offload.settings import Settings
+    from iceberg_offload.adapters import iceberg_io
+    from iceberg_offload.core.settings import Settings
+    from iceberg_offload.job.run import _watermark_arg
 
     settings = Settings.from_env()
     mark = _watermark_arg(args.to)
@@ -57,8 +57,8 @@ def _reset(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from iceberg_offload import iceberg_io
-    from iceberg_offload.settings import Settings
+    from iceberg_offload.adapters import iceberg_io
+    from iceberg_offload.core.settings import Settings
 
     settings = Settings.from_env()
     catalog = iceberg_io.open_catalog(settings.catalog)
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reset(args)
     if args.command == "status":
         return _status(args)
-    from iceberg_offload.offload_job import main as job_main
+    from iceberg_offload.job.run import main as job_main
 
     return job_main([*args.args, *rest])
 

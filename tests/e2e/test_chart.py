@@ -359,7 +359,7 @@ def start_operator(
 ) -> Operator:
     """`kopf run` with the Deployment's command, args and env; 0.0.0.0 -> 127.0.0.1 on free ports."""
     container = container_of(deployment)
-    assert container["command"] == ["kopf", "run", "-m", "iceberg_offload.handlers"]
+    assert container["command"] == ["kopf", "run", "-m", "iceberg_offload.operator.handlers"]
     health_port = free_port()
     args = []
     for arg in container["args"]:
@@ -481,8 +481,8 @@ def helm_install(helm: Path, cluster: Cluster, namespace: str, values: Mapping[s
 def prepare_catalog(tmp_path: Path) -> None:
     """Create the SQLite catalog's tables up front: the operator's reconciles run in parallel
     threads, and several of them creating the tables at once race on SQLite (logged, retried)."""
-    from iceberg_offload import iceberg_io
-    from iceberg_offload.settings import CatalogSettings
+    from iceberg_offload.adapters import iceberg_io
+    from iceberg_offload.core.settings import CatalogSettings
 
     uri = f"jdbc:sqlite:{tmp_path / 'catalog.db'}"
     iceberg_io.open_catalog(CatalogSettings(uri=uri, warehouse=(tmp_path / "warehouse").as_uri()))
@@ -888,7 +888,7 @@ def test_chart_release_completes_a_run_with_the_spark_operator_standin(
     assert app["status"]["applicationState"]["state"] == "COMPLETED"
     assert ("Normal", "RunSucceeded") in [(e["type"], e["reason"]) for e in s.events(table)]
     # operator.mirror (ICEBERG_OFFLOAD_MIRROR=true): the runbook's offload_watermarks row follows.
-    from iceberg_offload import clickhouse_io
+    from iceberg_offload.adapters import clickhouse_io
 
     mirror = clickhouse_io.read_mirror(clickhouse, "bronze_trades_binance")
     assert mirror is not None and mirror.status == "success", mirror

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 from cluster import Cluster
-from iceberg_offload import clickhouse_io, iceberg_io
-from iceberg_offload.mirror import MirrorRow
-from iceberg_offload.tables import SourceSpec
-from iceberg_offload.watermark import INITIAL_WATERMARK, Window
+from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.core.mirror import MirrorRow
+from iceberg_offload.core.tables import SourceSpec
+from iceberg_offload.core.watermark import INITIAL_WATERMARK, Window
 from standin.harness import (
     EXAMPLES,
     FAR_AWAY,

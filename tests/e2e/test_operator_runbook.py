@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from iceberg_offload import clickhouse_io, iceberg_io
-from iceberg_offload.planning import floor_to_interval
-from iceberg_offload.resource import parse_duration
-from iceberg_offload.result import RUN_ID
-from iceberg_offload.tables import SourceSpec
-from iceberg_offload.watermark import INITIAL_WATERMARK, Watermark, Window, parse_timestamp
+from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.core.planning import floor_to_interval
+from iceberg_offload.core.result import RUN_ID
+from iceberg_offload.core.tables import SourceSpec
+from iceberg_offload.core.watermark import INITIAL_WATERMARK, Watermark, Window, parse_timestamp
+from iceberg_offload.operator.spec import parse_duration
 from prometheus_client.parser import text_string_to_metric_families
 from pyiceberg.table import Table
 from standin.harness import (

@@ -271,7 +271,7 @@ def test_deployment_runs_kopf_like_the_image(helm: Path, tmp_path: Path) -> None
     c = container(objects)
     assert c["image"] == "ghcr.io/k2/iceberg-offload:0.1.0"  # tag = appVersion
     assert c["imagePullPolicy"] == "IfNotPresent"
-    assert c["command"] == ["kopf", "run", "-m", "iceberg_offload.handlers"]
+    assert c["command"] == ["kopf", "run", "-m", "iceberg_offload.operator.handlers"]
     assert c["args"] == [
         f"--namespace={NAMESPACE}",
         "--standalone",
@@ -313,7 +313,7 @@ def test_deployment_runs_kopf_like_the_image(helm: Path, tmp_path: Path) -> None
 def test_operator_accepts_the_deployment_environment(helm: Path, tmp_path: Path, values: Mapping[str, Any]) -> None:
     """Every ICEBERG_OFFLOAD_* variable the chart sets is a setting the operator knows (it refuses
     unknown ones) with a value it accepts."""
-    from iceberg_offload.settings import Settings, known_variables
+    from iceberg_offload.core.settings import Settings, known_variables
 
     env = {e["name"]: e["value"] for e in container(render(helm, tmp_path, values))["env"] if "value" in e}
     ours = {k: v for k, v in env.items() if k.startswith("ICEBERG_OFFLOAD_")}

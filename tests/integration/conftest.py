@@ -30,16 +30,16 @@ from typing import Any
 import pyarrow as pa
 import pytest
 from clickhouse_connect.driver.client import Client
-from iceberg_offload import clickhouse_io, iceberg_io
-from iceberg_offload.ddl import iceberg_statements
+from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.adapters.ddl import iceberg_statements
+from iceberg_offload.core.mirror import MirrorRow
+from iceberg_offload.core.result import OffloadResult
+from iceberg_offload.core.settings import Settings, local_settings
+from iceberg_offload.core.tables import TableSpec, runbook_tables
+from iceberg_offload.core.watermark import Watermark
+from iceberg_offload.job.run import RunRequest, run_offload, spark_session
 from iceberg_offload.local.demo import feed_trades
 from iceberg_offload.local.runner import LocalStack, TableAudit, audit, local_stack, run_cycle, upstream_of
-from iceberg_offload.mirror import MirrorRow
-from iceberg_offload.offload_job import RunRequest, run_offload, spark_session
-from iceberg_offload.result import OffloadResult
-from iceberg_offload.settings import Settings, local_settings
-from iceberg_offload.tables import TableSpec, runbook_tables
-from iceberg_offload.watermark import Watermark
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 from pyspark.sql import SparkSession

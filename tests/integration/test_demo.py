@@ -13,8 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from iceberg_offload.iceberg_io import committed_watermark, row_count
-from iceberg_offload.tables import runbook_tables
+from iceberg_offload.adapters.iceberg_io import committed_watermark, row_count
+from iceberg_offload.core.tables import runbook_tables
 from pyiceberg.catalog.sql import SqlCatalog
 
 TABLES = [t.name for t in runbook_tables()]

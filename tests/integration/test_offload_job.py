@@ -26,8 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from iceberg_offload.offload_job import RunRequest, main, run_offload
-from iceberg_offload.result import (
+from iceberg_offload.core.result import (
     RUN_ID,
     SOURCE,
     WATERMARK_SEQUENCE,
@@ -37,8 +36,9 @@ from iceberg_offload.result import (
     OffloadResult,
     parse_result,
 )
-from iceberg_offload.settings import to_env
-from iceberg_offload.watermark import INITIAL_WATERMARK, Watermark, WindowError, format_timestamp
+from iceberg_offload.core.settings import to_env
+from iceberg_offload.core.watermark import INITIAL_WATERMARK, Watermark, WindowError, format_timestamp
+from iceberg_offload.job.run import RunRequest, main, run_offload
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -74,7 +74,7 @@ def micros(value: datetime) -> int:
 
 def last_closed_candle(complete_through: datetime, interval: timedelta) -> datetime:
     """The start s of the newest epoch-aligned candle [s, s + interval) with s + interval <= complete_through,
-    written out from the spec (independently of iceberg_offload.planning)."""
+    written out from the spec (independently of iceberg_offload.core.planning)."""
     return complete_through - (complete_through - EPOCH) % interval - interval
 
 

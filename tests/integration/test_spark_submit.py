@@ -12,12 +12,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from iceberg_offload.manifests import Defaults, job_arguments
-from iceberg_offload.offload_job import JDBC_JARS, iceberg_runtime_jar
-from iceberg_offload.reconcile import RunPlan
-from iceberg_offload.resource import parse_spec
-from iceberg_offload.result import parse_result
-from iceberg_offload.settings import to_env
+from iceberg_offload.core.result import parse_result
+from iceberg_offload.core.settings import to_env
+from iceberg_offload.job.run import JDBC_JARS, iceberg_runtime_jar
+from iceberg_offload.operator.decide import RunPlan
+from iceberg_offload.operator.manifests import Defaults, job_arguments
+from iceberg_offload.operator.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""The Iceberg catalog's configuration for Spark and pyiceberg (iceberg_offload.catalog)."""
+"""The Iceberg catalog's configuration for Spark and pyiceberg (iceberg_offload.core.catalog)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,13 @@ from dataclasses import replace
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.catalog import pyiceberg_properties, spark_catalog_conf, spark_catalog_secret_conf, sqlalchemy_url
-from iceberg_offload.settings import CatalogSettings, SettingsError
+from iceberg_offload.core.catalog import (
+    pyiceberg_properties,
+    spark_catalog_conf,
+    spark_catalog_secret_conf,
+    sqlalchemy_url,
+)
+from iceberg_offload.core.settings import CatalogSettings, SettingsError
 from sqlalchemy.engine import make_url
 
 PROPERTY = settings(max_examples=200, deadline=None)

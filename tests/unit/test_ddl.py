@@ -1,4 +1,4 @@
-"""DDL rendering from ddl/ (iceberg_offload.ddl)."""
+"""DDL rendering from ddl/ (iceberg_offload.adapters.ddl)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from iceberg_offload.ddl import clickhouse_statements, ddl_root, iceberg_statements, split_statements
-from iceberg_offload.mirror import COLUMNS as MIRROR_COLUMNS
-from iceberg_offload.tables import CANDLE_INTERVALS, SpecError, runbook_tables
+from iceberg_offload.adapters.ddl import clickhouse_statements, ddl_root, iceberg_statements, split_statements
+from iceberg_offload.core.mirror import COLUMNS as MIRROR_COLUMNS
+from iceberg_offload.core.tables import CANDLE_INTERVALS, SpecError, runbook_tables
 
 REPO_DDL = Path(__file__).resolve().parents[2] / "ddl"
 

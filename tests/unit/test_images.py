@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from iceberg_offload.manifests import Defaults
-from iceberg_offload.settings import Settings
+from iceberg_offload.core.settings import Settings
+from iceberg_offload.operator.manifests import Defaults
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -59,8 +59,8 @@ def test_the_spark_image_holds_the_main_file_the_operator_submits() -> None:
 
 def test_the_operator_entrypoint_module_is_importable() -> None:
     entry = next(rest for stage, word, rest in _instructions() if stage == "operator" and word == "ENTRYPOINT")
-    assert '"-m", "iceberg_offload.handlers"' in entry
-    assert importlib.util.find_spec("iceberg_offload.handlers") is not None
+    assert '"-m", "iceberg_offload.operator.handlers"' in entry
+    assert importlib.util.find_spec("iceberg_offload.operator.handlers") is not None
 
 
 def test_the_images_set_only_settings_the_operator_knows() -> None:

@@ -1,4 +1,4 @@
-"""The SparkApplication of one run (iceberg_offload.manifests), checked against the job's own parser."""
+"""The SparkApplication of one run (iceberg_offload.operator.manifests), checked against the job's own parser."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload import offload_job
-from iceberg_offload.manifests import Defaults, job_arguments, job_env, spark_application
-from iceberg_offload.reconcile import (
+from iceberg_offload.core.settings import ClickHouseSettings, Settings, known_variables
+from iceberg_offload.core.tables import SpecError
+from iceberg_offload.job import run as offload_job
+from iceberg_offload.operator.decide import (
     ANNOTATION_WINDOW_TO,
     LABEL_ATTEMPT,
     LABEL_GENERATION,
@@ -23,9 +24,8 @@ from iceberg_offload.reconcile import (
     run_name,
     schedule_slot_id,
 )
-from iceberg_offload.resource import OffloadTableSpec, parse_spec
-from iceberg_offload.settings import ClickHouseSettings, Settings, known_variables
-from iceberg_offload.tables import SpecError
+from iceberg_offload.operator.manifests import Defaults, job_arguments, job_env, spark_application
+from iceberg_offload.operator.spec import OffloadTableSpec, parse_spec
 
 PROPERTY = settings(max_examples=100, deadline=None)
 

@@ -1,4 +1,4 @@
-"""Window planning (iceberg_offload.planning): bounds, windows, commits and sub-windows."""
+"""Window planning (iceberg_offload.core.planning): bounds, windows, commits and sub-windows."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from itertools import pairwise
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.planning import (
+from iceberg_offload.core.planning import (
     UpperBound,
     WindowPlan,
     committed_watermark,
@@ -20,8 +20,8 @@ from iceberg_offload.planning import (
     subwindow_count,
     upper_bound,
 )
-from iceberg_offload.tables import CANDLE_INTERVALS
-from iceberg_offload.watermark import EPOCH, INITIAL_WATERMARK, SEQUENCE_MAX, Watermark, Window, WindowError
+from iceberg_offload.core.tables import CANDLE_INTERVALS
+from iceberg_offload.core.watermark import EPOCH, INITIAL_WATERMARK, SEQUENCE_MAX, Watermark, Window, WindowError
 
 PROPERTY = settings(max_examples=200, deadline=None)
 

@@ -1,4 +1,4 @@
-"""Window queries (iceberg_offload.query), and exactly-once over a sequence of runs, modelled.
+"""Window queries (iceberg_offload.core.query), and exactly-once over a sequence of runs, modelled.
 
 The generated predicate is evaluated by a small interpreter for exactly the SQL shape the module
 emits (backquoted columns, typed server-side parameters, comparisons, AND, OR, parentheses), so
@@ -15,11 +15,11 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.planning import committed_watermark, plan_window, split_window, upper_bound
-from iceberg_offload.query import Query, describe, select_window, window_predicate, window_stats
-from iceberg_offload.tables import SourceSpec
-from iceberg_offload.typemap import map_column
-from iceberg_offload.watermark import INITIAL_WATERMARK, SEQUENCE_MAX, Watermark, Window
+from iceberg_offload.core.planning import committed_watermark, plan_window, split_window, upper_bound
+from iceberg_offload.core.query import Query, describe, select_window, window_predicate, window_stats
+from iceberg_offload.core.tables import SourceSpec
+from iceberg_offload.core.typemap import map_column
+from iceberg_offload.core.watermark import INITIAL_WATERMARK, SEQUENCE_MAX, Watermark, Window
 
 PROPERTY = settings(max_examples=200, deadline=None)
 

@@ -1,4 +1,4 @@
-"""What the operator does next for one OffloadTable (iceberg_offload.reconcile).
+"""What the operator does next for one OffloadTable (iceberg_offload.operator.decide).
 
 decide() is pure, so every case is an `Observed` built by hand: a spec from parse_spec, a clock,
 the table's SparkApplications as ObservedRuns and the previous status as a plain dict written
@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
-from iceberg_offload.reconcile import (
+from iceberg_offload.core.watermark import Watermark, format_timestamp
+from iceberg_offload.operator.decide import (
     Decision,
     Observed,
     ObservedRun,
@@ -31,8 +32,7 @@ from iceberg_offload.reconcile import (
     schedule_slot_id,
     set_condition,
 )
-from iceberg_offload.resource import OffloadTableSpec, parse_spec
-from iceberg_offload.watermark import Watermark, format_timestamp
+from iceberg_offload.operator.spec import OffloadTableSpec, parse_spec
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

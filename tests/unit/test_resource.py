@@ -1,4 +1,4 @@
-"""The OffloadTable spec: defaults, checks and the dependsOn graph (iceberg_offload.resource)."""
+"""The OffloadTable spec: defaults, checks and the dependsOn graph (iceberg_offload.operator.spec)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.resource import (
+from iceberg_offload.core.tables import SourceSpec, SpecError, TableSpec, TargetSpec
+from iceberg_offload.operator.spec import (
     Connection,
     OffloadTableSpec,
     SecretRef,
@@ -22,7 +23,6 @@ from iceberg_offload.resource import (
     parse_duration,
     parse_spec,
 )
-from iceberg_offload.tables import SourceSpec, SpecError, TableSpec, TargetSpec
 
 PROPERTY = settings(max_examples=200, deadline=None)
 

@@ -1,4 +1,4 @@
-"""Snapshot summaries and the result line (iceberg_offload.result)."""
+"""Snapshot summaries and the result line (iceberg_offload.core.result)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.result import (
+from iceberg_offload.core.result import (
     RESULT_MARKER,
     RUN_ID,
     SOURCE,
@@ -24,7 +24,7 @@ from iceberg_offload.result import (
     summary_properties,
     watermark_from_summary,
 )
-from iceberg_offload.watermark import SEQUENCE_MAX, Watermark, Window, format_timestamp
+from iceberg_offload.core.watermark import SEQUENCE_MAX, Watermark, Window, format_timestamp
 
 PROPERTY = settings(max_examples=200, deadline=None)
 

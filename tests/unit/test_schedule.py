@@ -1,4 +1,4 @@
-"""Cron schedules in a time zone: checks, the last slot and the next one (iceberg_offload.schedule)."""
+"""Cron schedules in a time zone: checks, the last slot and the next one (iceberg_offload.core.schedule)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.schedule import ScheduleError, check_schedule, last_slot, next_slot
+from iceberg_offload.core.schedule import ScheduleError, check_schedule, last_slot, next_slot
 
 PROPERTY = settings(max_examples=300, deadline=None)
 LONDON = "Europe/London"

@@ -1,4 +1,4 @@
-"""Settings from ICEBERG_OFFLOAD_* environment variables (iceberg_offload.settings)."""
+"""Settings from ICEBERG_OFFLOAD_* environment variables (iceberg_offload.core.settings)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.settings import (
+from iceberg_offload.core.settings import (
     PREFIX,
     CatalogSettings,
     ClickHouseSettings,

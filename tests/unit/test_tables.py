@@ -1,4 +1,4 @@
-"""Table specifications, the runbook's nine tables and their order (iceberg_offload.tables)."""
+"""Table specifications, the runbook's nine tables and their order (iceberg_offload.core.tables)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.tables import (
+from iceberg_offload.core.tables import (
     CANDLE_INTERVALS,
     LAYERS,
     SourceSpec,

@@ -1,11 +1,11 @@
-"""ClickHouse to Iceberg type mapping (iceberg_offload.typemap), row by row of its table."""
+"""ClickHouse to Iceberg type mapping (iceberg_offload.core.typemap), row by row of its table."""
 
 from __future__ import annotations
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.typemap import (
+from iceberg_offload.core.typemap import (
     BIGINT,
     BOOLEAN,
     DATE,

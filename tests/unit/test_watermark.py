@@ -1,4 +1,4 @@
-"""Watermarks, windows and timestamp text (iceberg_offload.watermark)."""
+"""Watermarks, windows and timestamp text (iceberg_offload.core.watermark)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from iceberg_offload.watermark import (
+from iceberg_offload.core.watermark import (
     EPOCH,
     INITIAL_WATERMARK,
     SEQUENCE_MAX,

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pyarrow as pa
 
+from iceberg_offload.core.planning import floor_to_interval
+from iceberg_offload.core.result import OffloadResult
+from iceberg_offload.core.tables import runbook_tables
 from iceberg_offload.local.generator import binance_trades, kraken_trades
 from iceberg_offload.local.runner import LocalStack, audit, local_stack, run_cycle
-from iceberg_offload.planning import floor_to_interval
-from iceberg_offload.result import OffloadResult
-from iceberg_offload.tables import runbook_tables
 
 CYCLE = timedelta(minutes=15)
 WATERMARK_QUERY = (

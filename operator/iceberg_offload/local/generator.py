@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pyarrow as pa
 
-from iceberg_offload.watermark import EPOCH, utc
+from iceberg_offload.core.watermark import EPOCH, utc
 
 _DECIMAL = pa.decimal128(18, 8)
 _TS = pa.timestamp("ms", tz="UTC")

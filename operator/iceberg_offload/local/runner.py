@@ -13,13 +13,13 @@ from pathlib import Path
 from clickhouse_connect.driver.client import Client
 from pyspark.sql import SparkSession
 
-from iceberg_offload import clickhouse_io, iceberg_io
+from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.core.result import OffloadResult
+from iceberg_offload.core.settings import Settings, local_settings
+from iceberg_offload.core.tables import TableSpec, layer_order
+from iceberg_offload.core.watermark import INITIAL_WATERMARK, Window
+from iceberg_offload.job.run import RunRequest, apply_iceberg_ddl, run_offload, spark_session
 from iceberg_offload.local.chhttp import ClickHouseHTTPServer
-from iceberg_offload.offload_job import RunRequest, apply_iceberg_ddl, run_offload, spark_session
-from iceberg_offload.result import OffloadResult
-from iceberg_offload.settings import Settings, local_settings
-from iceberg_offload.tables import TableSpec, layer_order
-from iceberg_offload.watermark import INITIAL_WATERMARK, Window
 
 log = logging.getLogger("iceberg_offload.local")
 

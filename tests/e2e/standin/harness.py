@@ -5,7 +5,7 @@
   password), its Iceberg catalog through pyiceberg, its control endpoint (Iceberg DDL, holding
   runs, what it executed).
 * :class:`OperatorProcess` runs the operator exactly as its container does:
-  ``kopf run -m iceberg_offload.handlers --namespace <ns> --standalone`` with ``KUBECONFIG`` and
+  ``kopf run -m iceberg_offload.operator.handlers --namespace <ns> --standalone`` with ``KUBECONFIG`` and
   ``ICEBERG_OFFLOAD_RECONCILE_SECONDS``; SIGKILL for crash tests.
 * :class:`Scenario` is one test's namespace (labelled for the stand-in), its own ClickHouse
   database and Iceberg namespace, its operator(s), and helpers to read and wait on the API.
@@ -43,9 +43,9 @@ import pyarrow as pa
 import pytest
 import yaml
 from clickhouse_connect.driver.client import Client
-from iceberg_offload import clickhouse_io, iceberg_io
+from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.core.settings import CatalogSettings, ClickHouseSettings
 from iceberg_offload.local.generator import binance_trades, kraken_trades
-from iceberg_offload.settings import CatalogSettings, ClickHouseSettings
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
 
@@ -286,7 +286,7 @@ class StandInProcess:
 
 
 class OperatorProcess:
-    """``kopf run -m iceberg_offload.handlers --namespace <ns> --standalone``, as the container runs it."""
+    """``kopf run -m iceberg_offload.operator.handlers --namespace <ns> --standalone``, as the container runs it."""
 
     def __init__(self, namespace: str, kubeconfig: Path, log: Path, *, reconcile_seconds: int = 1) -> None:
         self.namespace = namespace
@@ -310,8 +310,8 @@ class OperatorProcess:
             out.write(f"--- kopf run --namespace {self.namespace} ({datetime.now(UTC).isoformat()})\n".encode())
             out.flush()
             self.proc = subprocess.Popen(
-                [str(kopf), "run", "-m", "iceberg_offload.handlers", "--namespace", self.namespace, "--standalone",
-                 "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"],
+                [str(kopf), "run", "-m", "iceberg_offload.operator.handlers", "--namespace", self.namespace,
+                 "--standalone", "--liveness", f"http://127.0.0.1:{self.liveness_port}/healthz"],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,

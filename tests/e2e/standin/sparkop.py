@@ -12,7 +12,7 @@ Operator and the kubelet would do for each SparkApplication the offload operator
    whose log could be read), ``submissionAttempts``, ``executionAttempts``,
    ``lastSubmissionAttemptTime``, ``terminationTime``, ``sparkApplicationId``, ``submissionID``;
 3. it EXECUTES the application: the real offload job,
-   ``iceberg_offload.offload_job.main(spec.arguments, spark=<this process's warm session>,
+   ``iceberg_offload.job.run.main(spec.arguments, spark=<this process's warm session>,
    settings=Settings.from_env(<the driver's environment>))``, with the environment resolved as a
    kubelet would (``env`` values, ``valueFrom.secretKeyRef`` read from the Secret,
    ``envFrom.configMapRef`` read from the ConfigMap; see :mod:`.kubelet`). The executors are the
@@ -379,9 +379,9 @@ class StandIn:
 
     def _execute(self, run: Run, item: Mapping[str, Any]) -> tuple[bool, str | None]:
         """Run the offload job on the warm session: (succeeded, error message)."""
-        from iceberg_offload.offload_job import main as offload_main
-        from iceberg_offload.result import ResultError, parse_result
-        from iceberg_offload.settings import Settings, SettingsError
+        from iceberg_offload.core.result import ResultError, parse_result
+        from iceberg_offload.core.settings import Settings, SettingsError
+        from iceberg_offload.job.run import main as offload_main
 
         spec = item.get("spec") or {}
         pod = f"{run.name}-driver"
@@ -469,10 +469,10 @@ class StandIn:
     def warm_up(self, password: str) -> None:
         """Start the Python worker daemon the runs will use (same environment) and import the
         job's executor side in it, so the first run does not pay for it."""
-        from iceberg_offload.offload_job import PASSWORD_VARIABLE
+        from iceberg_offload.job.run import PASSWORD_VARIABLE
 
         def batches(items: Iterator[Any]) -> Iterator[Any]:  # pickled by value: no import of this module
-            import iceberg_offload.offload_job  # noqa: F401  (what the executors import for a run)
+            import iceberg_offload.job.run  # noqa: F401  (what the executors import for a run)
 
             yield from items
 
@@ -484,7 +484,7 @@ class StandIn:
     # --- the tests' requests -------------------------------------------------------------
 
     def iceberg_ddl(self, namespace: str, tables: list[str] | None) -> int:
-        from iceberg_offload.ddl import iceberg_statements
+        from iceberg_offload.adapters.ddl import iceberg_statements
 
         pattern = re.compile(rf"\b{re.escape(self.catalog.name)}\.{re.escape(namespace)}\.(\w+)")
         statements = []
@@ -554,10 +554,10 @@ def _control_server(standin: StandIn) -> ThreadingHTTPServer:
 @contextlib.contextmanager
 def _local_stack(state_dir: Path, password: str, namespaces: list[str]) -> Iterator[tuple[Any, Any, int]]:
     """ClickHouse (embedded, password-protected, 127.0.0.1) and the Spark session; DDL of both."""
-    from iceberg_offload import clickhouse_io
+    from iceberg_offload.adapters import clickhouse_io
+    from iceberg_offload.core.settings import local_settings
+    from iceberg_offload.job.run import apply_iceberg_ddl, spark_session
     from iceberg_offload.local.chhttp import ClickHouseHTTPServer
-    from iceberg_offload.offload_job import apply_iceberg_ddl, spark_session
-    from iceberg_offload.settings import local_settings
 
     (state_dir / "warehouse").mkdir(parents=True, exist_ok=True)
     server = ClickHouseHTTPServer(state_dir / "clickhouse", user=CLICKHOUSE_USER, password=password)

@@ -29,29 +29,29 @@ from pyspark.sql import Row, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from iceberg_offload import clickhouse_io
-from iceberg_offload.catalog import spark_catalog_conf, spark_catalog_secret_conf
-from iceberg_offload.ddl import iceberg_statements
-from iceberg_offload.iceberg_io import open_catalog
-from iceberg_offload.mirror import after_run, scrub
-from iceberg_offload.planning import (
+from iceberg_offload.adapters import clickhouse_io
+from iceberg_offload.adapters.ddl import iceberg_statements
+from iceberg_offload.adapters.iceberg_io import open_catalog
+from iceberg_offload.core.catalog import spark_catalog_conf, spark_catalog_secret_conf
+from iceberg_offload.core.mirror import after_run, scrub
+from iceberg_offload.core.planning import (
     committed_watermark,
     plan_window,
     split_window,
     subwindow_count,
     upper_bound,
 )
-from iceberg_offload.result import (
+from iceberg_offload.core.result import (
     RUN_ID,
     WATERMARK_TIMESTAMP,
     OffloadResult,
     newest_watermark,
     summary_properties,
 )
-from iceberg_offload.settings import ClickHouseSettings, Settings
-from iceberg_offload.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
-from iceberg_offload.typemap import ColumnMapping, IcebergType, TypeMappingError, check_target, map_column
-from iceberg_offload.watermark import Watermark, Window, WindowError, format_timestamp, parse_timestamp
+from iceberg_offload.core.settings import ClickHouseSettings, Settings
+from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
+from iceberg_offload.core.typemap import ColumnMapping, IcebergType, TypeMappingError, check_target, map_column
+from iceberg_offload.core.watermark import Watermark, Window, WindowError, format_timestamp, parse_timestamp
 
 log = logging.getLogger("iceberg_offload.job")
 

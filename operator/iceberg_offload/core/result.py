@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-from iceberg_offload.watermark import Watermark, Window, format_timestamp, parse_timestamp
+from iceberg_offload.core.watermark import Watermark, Window, format_timestamp, parse_timestamp
 
 WATERMARK_TIMESTAMP = "offload.watermark.timestamp"
 WATERMARK_SEQUENCE = "offload.watermark.sequence"

@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from iceberg_offload import clickhouse_io, iceberg_io
-from iceberg_offload.kube import Kube, KubeError
-from iceberg_offload.manifests import Defaults, spark_application
-from iceberg_offload.mirror import after_run, scrub
-from iceberg_offload.reconcile import (
+from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.core.mirror import after_run, scrub
+from iceberg_offload.core.result import OffloadResult, parse_result
+from iceberg_offload.core.settings import CatalogSettings, ClickHouseSettings, Settings
+from iceberg_offload.core.tables import SpecError
+from iceberg_offload.core.watermark import Watermark, parse_timestamp
+from iceberg_offload.operator.decide import (
     ANNOTATION_WINDOW_TO,
     LABEL_ATTEMPT,
     LABEL_GENERATION,
@@ -33,13 +35,11 @@ from iceberg_offload.reconcile import (
     decide,
     run_to_record,
 )
-from iceberg_offload.resource import OffloadTableSpec, dependency_cycle, parse_spec
-from iceberg_offload.result import OffloadResult, parse_result
-from iceberg_offload.settings import CatalogSettings, ClickHouseSettings, Settings
-from iceberg_offload.tables import SpecError
-from iceberg_offload.watermark import Watermark, parse_timestamp
+from iceberg_offload.operator.kube import Kube, KubeError
+from iceberg_offload.operator.manifests import Defaults, spark_application
+from iceberg_offload.operator.spec import OffloadTableSpec, dependency_cycle, parse_spec
 
-log = logging.getLogger("iceberg_offload.controller")
+log = logging.getLogger("iceberg_offload.operator.reconciler")
 
 EventSink = Callable[[str, str, str], None]  # (type, reason, message)
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import pairwise
 
-from iceberg_offload.watermark import (
+from iceberg_offload.core.watermark import (
     EPOCH,
     INITIAL_WATERMARK,
     Watermark,

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from iceberg_offload.tables import SourceSpec
-from iceberg_offload.typemap import ColumnMapping, quote_identifier
-from iceberg_offload.watermark import SEQUENCE_MAX, Watermark, Window
+from iceberg_offload.core.tables import SourceSpec
+from iceberg_offload.core.typemap import ColumnMapping, quote_identifier
+from iceberg_offload.core.watermark import SEQUENCE_MAX, Watermark, Window
 
 _TS_PARAM = "DateTime64(6, 'UTC')"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from iceberg_offload.settings import CatalogSettings, SettingsError
+from iceberg_offload.core.settings import CatalogSettings, SettingsError
 
 
 def spark_catalog_conf(catalog: CatalogSettings) -> dict[str, str]:

@@ -11,13 +11,13 @@ import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from iceberg_offload import query
-from iceberg_offload.ddl import clickhouse_statements
-from iceberg_offload.mirror import COLUMNS, MirrorRow
-from iceberg_offload.settings import ClickHouseSettings
-from iceberg_offload.tables import SourceSpec
-from iceberg_offload.typemap import ColumnMapping
-from iceberg_offload.watermark import Window, utc
+from iceberg_offload.adapters.ddl import clickhouse_statements
+from iceberg_offload.core import query
+from iceberg_offload.core.mirror import COLUMNS, MirrorRow
+from iceberg_offload.core.settings import ClickHouseSettings
+from iceberg_offload.core.tables import SourceSpec
+from iceberg_offload.core.typemap import ColumnMapping
+from iceberg_offload.core.watermark import Window, utc
 
 
 class SourceError(RuntimeError):

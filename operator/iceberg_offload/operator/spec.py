@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
-from iceberg_offload.schedule import ScheduleError, check_schedule
-from iceberg_offload.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec, check_identifier
+from iceberg_offload.core.schedule import ScheduleError, check_schedule
+from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec, check_identifier
 
 GROUP = "offload.k2.io"
 VERSION = "v1alpha1"

@@ -13,10 +13,10 @@ from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThan, 
 from pyiceberg.table import Table
 from pyiceberg.table.snapshots import Snapshot
 
-from iceberg_offload.catalog import pyiceberg_properties
-from iceberg_offload.result import RUN_ID, WATERMARK_SEQUENCE, WATERMARK_TIMESTAMP, newest_watermark
-from iceberg_offload.settings import CatalogSettings
-from iceberg_offload.watermark import Watermark, format_timestamp
+from iceberg_offload.core.catalog import pyiceberg_properties
+from iceberg_offload.core.result import RUN_ID, WATERMARK_SEQUENCE, WATERMARK_TIMESTAMP, newest_watermark
+from iceberg_offload.core.settings import CatalogSettings
+from iceberg_offload.core.watermark import Watermark, format_timestamp
 
 
 class TargetError(RuntimeError):

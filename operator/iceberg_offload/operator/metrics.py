@@ -16,8 +16,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from iceberg_offload.reconcile import Decision
-from iceberg_offload.watermark import parse_timestamp
+from iceberg_offload.core.watermark import parse_timestamp
+from iceberg_offload.operator.decide import Decision
 
 LABELS = ("namespace", "table")
 

@@ -1,6 +1,6 @@
 """The kopf operator: decorators only; each handler delegates to the controller.
 
-kopf run -m iceberg_offload.handlers --namespace <ns>   (or --all-namespaces)
+kopf run -m iceberg_offload.operator.handlers --namespace <ns>   (or --all-namespaces)
 """
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ from typing import Any
 
 import kopf
 
-from iceberg_offload.controller import Controller, RetryLater
-from iceberg_offload.kube import Kube, KubeError, api_client
-from iceberg_offload.metrics import OffloadMetrics, serve
-from iceberg_offload.resource import GROUP, PLURAL, VERSION, parse_duration
-from iceberg_offload.settings import Settings
-from iceberg_offload.tables import SpecError
+from iceberg_offload.core.settings import Settings
+from iceberg_offload.core.tables import SpecError
+from iceberg_offload.operator.kube import Kube, KubeError, api_client
+from iceberg_offload.operator.metrics import OffloadMetrics, serve
+from iceberg_offload.operator.reconciler import Controller, RetryLater
+from iceberg_offload.operator.spec import GROUP, PLURAL, VERSION, parse_duration
 
 SETTINGS = Settings.from_env()
 METRICS = OffloadMetrics()

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from iceberg_offload.tables import CANDLE_INTERVALS, check_identifier
+from iceberg_offload.core.tables import CANDLE_INTERVALS, check_identifier
 
 # ClickHouse INTERVAL syntax and the Iceberg partition transform, per candle interval.
 _CLICKHOUSE_INTERVAL = {
@@ -33,7 +33,7 @@ _ICEBERG_PARTITION = {
 def ddl_root() -> Path:
     """The ddl/ directory: ICEBERG_OFFLOAD_DDL_DIR, else the one beside the package's source tree."""
     configured = os.environ.get("ICEBERG_OFFLOAD_DDL_DIR")  # Settings.ddl_dir
-    root = Path(configured) if configured else Path(__file__).resolve().parents[2] / "ddl"
+    root = Path(configured) if configured else Path(__file__).resolve().parents[3] / "ddl"
     if not (root / "clickhouse").is_dir():
         raise FileNotFoundError(f"DDL directory {root} has no clickhouse/ folder (set ICEBERG_OFFLOAD_DDL_DIR)")
     return root

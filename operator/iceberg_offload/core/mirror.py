@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from iceberg_offload.result import OffloadResult
-from iceberg_offload.watermark import EPOCH, Watermark, utc
+from iceberg_offload.core.result import OffloadResult
+from iceberg_offload.core.watermark import EPOCH, Watermark, utc
 
 MAX_ERROR_CHARS = 2000
 COLUMNS = (
@@ -68,7 +68,7 @@ def after_run(previous: MirrorRow | None, result: OffloadResult, finished_at: da
 
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
-_KEY_VALUE = re.compile(r"""(?i)([a-z_]*(?:password|passwd|secret|token|key)['"]?)(\s*[=:]\s*)('[^']*'|"[^"]*"|\S+)""")
+_KEY_VALUE = re.compile(r"""(?i)([a-z_]*(?:password|passwd|secret|token|key)['"]?)(\s*[=:]\s*)('[^']*'(?!\S)|"[^"]*"(?!\S)|\S+)""")
 
 
 def scrub(message: str, secrets: Iterable[str] = ()) -> str:

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from iceberg_offload.reconcile import (
+from iceberg_offload.core.watermark import format_timestamp
+from iceberg_offload.operator.decide import (
     ANNOTATION_WINDOW_TO,
     LABEL_ATTEMPT,
     LABEL_GENERATION,
@@ -19,8 +20,7 @@ from iceberg_offload.reconcile import (
     RunPlan,
     table_label,
 )
-from iceberg_offload.resource import GROUP, KIND, VERSION, OffloadTableSpec, SecretRef
-from iceberg_offload.watermark import format_timestamp
+from iceberg_offload.operator.spec import GROUP, KIND, VERSION, OffloadTableSpec, SecretRef
 
 SPARK_GROUP = "sparkoperator.k8s.io"
 SPARK_VERSION = "v1beta2"

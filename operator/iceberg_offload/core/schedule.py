@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from iceberg_offload.watermark import utc
+from iceberg_offload.core.watermark import utc
 
 
 class ScheduleError(ValueError):

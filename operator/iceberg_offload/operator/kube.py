@@ -9,11 +9,11 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from iceberg_offload.manifests import SPARK_GROUP, SPARK_PLURAL, SPARK_VERSION
-from iceberg_offload.reconcile import LABEL_TABLE, table_label
-from iceberg_offload.resource import GROUP, PLURAL, VERSION, SecretRef
+from iceberg_offload.operator.decide import LABEL_TABLE, table_label
+from iceberg_offload.operator.manifests import SPARK_GROUP, SPARK_PLURAL, SPARK_VERSION
+from iceberg_offload.operator.spec import GROUP, PLURAL, VERSION, SecretRef
 
-log = logging.getLogger("iceberg_offload.kube")
+log = logging.getLogger("iceberg_offload.operator.kube")
 
 
 class KubeError(RuntimeError):

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Literal
 
-from iceberg_offload.resource import OffloadTableSpec
-from iceberg_offload.schedule import last_slot, next_slot
-from iceberg_offload.watermark import Watermark, format_timestamp, parse_timestamp, utc
+from iceberg_offload.core.schedule import last_slot, next_slot
+from iceberg_offload.core.watermark import Watermark, format_timestamp, parse_timestamp, utc
+from iceberg_offload.operator.spec import OffloadTableSpec
 
 SUCCEEDED_STATES = frozenset({"COMPLETED"})
 FAILED_STATES = frozenset({"FAILED", "SUBMISSION_FAILED"})
