@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from iceberg_offload.core.result import OffloadResult
+from iceberg_offload.core.result import OffloadResult, RunOutcome
 from iceberg_offload.core.watermark import EPOCH, Watermark, utc
 
 MAX_ERROR_CHARS = 2000
@@ -46,11 +46,12 @@ def after_run(previous: MirrorRow | None, result: OffloadResult, finished_at: da
     """The row after a run: success resets the failure count, failure increments it and keeps
     the last good watermark."""
     row = previous or MirrorRow(result.table)
-    if result.outcome == "failed":
+    outcome = RunOutcome.of_result(result.outcome)
+    if outcome is RunOutcome.FAILED:
         return replace(
             row,
             last_run_duration_seconds=result.duration_seconds,
-            status="failed",
+            status=outcome.mirror,
             failure_count=row.failure_count + 1,
             last_error_message=(result.error or "")[:MAX_ERROR_CHARS],
         )
@@ -61,7 +62,7 @@ def after_run(previous: MirrorRow | None, result: OffloadResult, finished_at: da
         last_offload_max_sequence=mark.sequence,
         last_successful_run=utc(finished_at),
         last_run_duration_seconds=result.duration_seconds,
-        status="success",
+        status=outcome.mirror,
         failure_count=0,
         last_error_message="",
     )

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import Any, Literal, get_args
 
 from iceberg_offload.core.watermark import Watermark, Window, format_timestamp, parse_timestamp
 
@@ -20,7 +21,38 @@ RUN_ID = "offload.run-id"
 SOURCE = "offload.source"
 RESULT_MARKER = "OFFLOAD_RESULT "
 
-Outcome = Literal["committed", "skipped", "failed"]
+Outcome = Literal["committed", "skipped", "failed"]  # the result line's word for a finished run
+
+
+class RunOutcome(StrEnum):
+    """How a run stands: the one definition of a run's outcome. The value is the word of the
+    OffloadTable status (status.lastRun.outcome, the runs metric's label); `result` is the word
+    of the job's result line and `mirror` that of the offload_watermarks status column."""
+
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    SKIPPED = "Skipped"
+    FAILED = "Failed"
+
+    @property
+    def result(self) -> Outcome:
+        return _SPELLINGS[self][0]
+
+    @property
+    def mirror(self) -> str:
+        return _SPELLINGS[self][1]
+
+    @classmethod
+    def of_result(cls, word: Outcome) -> RunOutcome:
+        return next(outcome for outcome, (result, _) in _SPELLINGS.items() if result == word)
+
+
+# The one mapping between the spellings; a running run has no result line and no mirror row yet.
+_SPELLINGS: dict[RunOutcome, tuple[Outcome, str]] = {
+    RunOutcome.SUCCEEDED: ("committed", "success"),
+    RunOutcome.SKIPPED: ("skipped", "success"),
+    RunOutcome.FAILED: ("failed", "failed"),
+}
 
 
 class ResultError(ValueError):
@@ -99,7 +131,7 @@ class OffloadResult:
         missing = {"table", "run_id", "outcome"} - set(data)
         if missing:
             raise ResultError(f"result lacks {', '.join(sorted(missing))}")
-        if data["outcome"] not in ("committed", "skipped", "failed"):
+        if data["outcome"] not in get_args(Outcome):
             raise ResultError(f"result has unknown outcome {data['outcome']!r}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
