@@ -19,6 +19,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from iceberg_offload.core.watermark import Watermark, format_timestamp
+from iceberg_offload.operator.conditions import Reason
 from iceberg_offload.operator.decide import (
     Decision,
     Observed,
@@ -33,6 +34,7 @@ from iceberg_offload.operator.decide import (
     set_condition,
 )
 from iceberg_offload.operator.spec import OffloadTableSpec, parse_spec
+from iceberg_offload.operator.status import Condition, OffloadTableStatus
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -152,14 +154,23 @@ def observe(
         created=created,
         now=now,
         spec=spec,
-        status=dict(status or {}),
+        status=OffloadTableStatus.from_dict(status),
         runs=runs,
         **extra,
     )
 
 
+def body(decision: Decision) -> dict[str, Any]:
+    """The decision's status as it is written."""
+    return decision.status.to_dict()
+
+
 def conditions(decision: Decision) -> dict[str, dict[str, Any]]:
-    return {c["type"]: c for c in decision.status["conditions"]}
+    return {c["type"]: c for c in body(decision)["conditions"]}
+
+
+def outcomes(decision: Decision) -> list[str]:
+    return [done.outcome for done in decision.finished]
 
 
 # The story of slot 12:15: attempt 1 starts 12:15:01 and fails 12:20, attempt 2 starts 12:21:01
@@ -651,8 +662,8 @@ def test_decide(observed: Observed, expect: Expect) -> None:
             assert decision.create.generation == expect.generation
         assert decision.create.name == run_name(NAME, decision.create.slot, decision.create.attempt)
     assert sorted(decision.delete) == sorted(expect.delete)
-    assert (decision.finished.outcome if decision.finished else None) == expect.finished
-    assert_subset(decision.status, expect.status)
+    assert outcomes(decision) == ([expect.finished] if expect.finished else [])
+    assert_subset(body(decision), expect.status)
     conds = conditions(decision)
     # A spec that can never run sets only these three; otherwise all five are set.
     assert {"Ready", "Running", "Blocked"} <= set(conds)
@@ -699,25 +710,25 @@ def test_deadline_message_names_run_deadline_and_state() -> None:
     decision = decide(
         observe(R1.created + timedelta(hours=2), status=running_status(R1), runs=(replace(R1, state="SUBMITTED"),))
     )
-    assert decision.finished is not None
-    assert N1 in decision.status["lastError"]
-    assert "3600s" in decision.status["lastError"]
-    assert "SUBMITTED" in decision.status["lastError"]
+    assert decision.finished
+    assert N1 in body(decision)["lastError"]
+    assert "3600s" in body(decision)["lastError"]
+    assert "SUBMITTED" in body(decision)["lastError"]
 
 
 def test_submission_failed_counts_as_failed() -> None:
     run = replace(R1, state="SUBMISSION_FAILED", terminated=at(12, 16), error="")
     decision = decide(observe(at(12, 17), status=running_status(R1), runs=(run,)))
-    assert decision.finished is not None and decision.finished.outcome == "Failed"
-    assert "SUBMISSION_FAILED" in decision.status["lastError"]
+    assert outcomes(decision) == ["Failed"]
+    assert "SUBMISSION_FAILED" in body(decision)["lastError"]
 
 
 def test_long_error_is_truncated_in_status() -> None:
     run = failed(R1, at(12, 20), error="x" * 5000)
     decision = decide(observe(at(12, 21), status=running_status(R1), runs=(run,)))
-    assert len(decision.status["lastError"]) == 2000
-    assert len(decision.status["lastRun"]["message"]) == 500
-    assert decision.finished is not None and decision.finished.error == "x" * 5000
+    assert len(body(decision)["lastError"]) == 2000
+    assert len(body(decision)["lastRun"]["message"]) == 500
+    assert [done.error for done in decision.finished] == ["x" * 5000]
 
 
 # --- history ------------------------------------------------------------------------------------
@@ -792,7 +803,7 @@ class Cluster:
             created=CREATED,
             now=now,
             spec=self.spec,
-            status=self.status,
+            status=OffloadTableStatus.from_dict(self.status),
             runs=tuple(self.runs.values()),
             upstream=self.upstream,
             trigger=self.trigger,
@@ -817,7 +828,7 @@ class Cluster:
             assert plan.name not in self.created, f"{plan.name} created twice"
             self.created.append(plan.name)
             self.runs[plan.name] = ObservedRun(plan.name, plan.slot, plan.attempt, plan.generation, plan.window_to, now)
-        self.status = decision.status
+        self.status = decision.status.to_dict()
 
     def finish(self, name: str, state: str, when: datetime, error: str = "boom") -> None:
         self.runs[name] = replace(
@@ -842,14 +853,15 @@ def test_finished_run_is_recorded_once() -> None:
     cluster.tick(SLOT1)
     cluster.finish(N1, "COMPLETED", at(12, 20))
     first = cluster.tick(at(12, 21))
-    assert first.finished is not None and first.finished.name == N1 and first.finished.rows == 10
-    assert first.finished.watermark == Watermark(at(12, 10))
+    [done] = first.finished
+    assert done.name == N1 and done.rows == 10
+    assert done.watermark == Watermark(at(12, 10))
     second = cluster.tick(at(12, 21))
-    assert second.finished is None
+    assert second.finished == []
     assert [e.reason for e in second.events] == []
-    assert second.status["lastRun"] == first.status["lastRun"]
+    assert body(second)["lastRun"] == body(first)["lastRun"]
     third = cluster.tick(at(12, 22))
-    assert third.finished is None and third.create is None
+    assert third.finished == [] and third.create is None
 
 
 def test_retry_ladder_then_schedule_survives_failure() -> None:
@@ -996,9 +1008,8 @@ def test_ready_transition_time_moves_only_when_status_changes() -> None:
 
 
 def test_set_condition_appends_a_new_condition() -> None:
-    conds: list[dict[str, Any]] = []
-    set_condition(conds, "Ready", True, "Scheduled", "first run soon", at(12, 0), 4)
-    assert conds == [
+    conds = set_condition((), Condition("Ready", "True", Reason.SCHEDULED, "first run soon"), at(12, 0), 4)
+    assert [c.to_dict() for c in conds] == [
         {
             "type": "Ready",
             "status": "True",
@@ -1015,10 +1026,11 @@ def test_set_condition_appends_a_new_condition() -> None:
     [pytest.param(True, False, id="same-status-keeps-time"), pytest.param(False, True, id="status-change-moves-time")],
 )
 def test_set_condition_transition_time(new_status: bool, moves: bool) -> None:
-    conds: list[dict[str, Any]] = [{"type": "Other", "status": "True"}]
-    set_condition(conds, "Ready", True, "Scheduled", "m", at(12, 0), 1)
-    set_condition(conds, "Ready", new_status, "Changed", "m2", at(13, 0, 0) + timedelta(microseconds=5), 2)
-    ready = conds[1]
+    conds: tuple[Condition, ...] = (Condition("Other", "True"),)
+    conds = set_condition(conds, Condition("Ready", "True", "Scheduled", "m"), at(12, 0), 1)
+    changed = Condition("Ready", "True" if new_status else "False", "Changed", "m2")
+    conds = set_condition(conds, changed, at(13, 0, 0) + timedelta(microseconds=5), 2)
+    ready = conds[1].to_dict()
     assert len(conds) == 2
     assert ready["lastTransitionTime"] == ("2024-03-01T13:00:00Z" if moves else "2024-03-01T12:00:00Z")
     assert (ready["reason"], ready["message"], ready["observedGeneration"]) == ("Changed", "m2", 2)
@@ -1137,7 +1149,7 @@ def check_idempotent(observed: Observed, decision: Decision) -> None:
         runs.append(ObservedRun(plan.name, plan.slot, plan.attempt, plan.generation, plan.window_to, observed.now))
     again = decide(replace(observed, status=decision.status, runs=tuple(runs), readback=None))
     assert again.create is None, f"second run {again.create} after {decision.create}"
-    assert again.finished is None, "a finished run recorded twice"
+    assert again.finished == [], "a finished run recorded twice"
     assert "RunStarted" not in [e.reason for e in again.events]
     assert set(again.delete) <= set(decision.delete), f"{again.delete} deleted on repetition"
 
@@ -1214,7 +1226,7 @@ def test_first_reconcile_is_idempotent(
     decision = decide(observed)
     check_idempotent(observed, decision)
     if decision.create is not None:
-        assert decision.status["activeRun"]["name"] == decision.create.name
+        assert body(decision)["activeRun"]["name"] == decision.create.name
 
 
 # --- bugs ---------------------------------------------------------------------------------------
@@ -1292,7 +1304,7 @@ def test_concurrency_wait_is_not_reported_as_upstream_wait() -> None:
 def test_suspended_next_run_is_empty() -> None:
     decision = decide(observe(at(12, 20, 5), spec=SUSPENDED, status=failed_status(R1_FAILED, 1), runs=(R1_FAILED,)))
     assert decision.create is None
-    assert decision.status["nextRun"] is None
+    assert body(decision)["nextRun"] is None
 
 
 def test_run_names_of_different_tables_differ() -> None:
@@ -1305,8 +1317,8 @@ def test_reused_trigger_value_starts_a_new_run_under_a_new_name() -> None:
     status = {"lastRun": record(old, "Succeeded"), "lastTrigger": "another", "activeRun": None}
     decision = decide(observe(at(12, 12), status=status, runs=(old,), trigger=TRIGGER))
     assert decision.create is not None and decision.create.name == run_name(NAME, MANUAL_SLOT, 2)
-    assert decision.status["activeRun"]["name"] == decision.create.name
-    assert decision.status["lastTrigger"] == TRIGGER
+    assert body(decision)["activeRun"]["name"] == decision.create.name
+    assert body(decision)["lastTrigger"] == TRIGGER
     assert conditions(decision)["Running"]["status"] == "True"
 
 
@@ -1316,7 +1328,7 @@ def test_failure_recorded_after_lost_status_patch() -> None:
     before = dict(cluster.status)
     cluster.finish(N1, "FAILED", at(12, 16))
     retry = cluster.tick(at(12, 16, 5))
-    assert retry.create is not None and retry.status["consecutiveFailures"] == 1
+    assert retry.create is not None and body(retry)["consecutiveFailures"] == 1
     cluster.status = before  # the patch never reached the API server
     cluster.tick(at(12, 16, 15))
     assert cluster.status.get("consecutiveFailures") == 1

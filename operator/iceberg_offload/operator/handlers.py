@@ -18,6 +18,7 @@ from iceberg_offload.operator.kube import Kube, KubeError, api_client
 from iceberg_offload.operator.metrics import OffloadMetrics, serve
 from iceberg_offload.operator.reconciler import Controller, RetryLater
 from iceberg_offload.operator.spec import GROUP, PLURAL, VERSION, parse_duration
+from iceberg_offload.operator.status import OffloadTableStatus, status_patch
 
 SETTINGS = Settings.from_env()
 METRICS = OffloadMetrics()
@@ -48,15 +49,8 @@ def reconcile_offloadtable(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, 
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
 
-    def patch_status(status: dict[str, Any]) -> None:
-        current = body.get("status") or {}
-        for key in set(current) - set(status):
-            patch.status[key] = None
-        for key, value in status.items():
-            # A cleared value (lastError "" after a success) is removed rather than written as "":
-            # kube-apiserver builds whose OpenAPI validator treats "" as null (1.20 built with
-            # Go >= 1.18, as in the e2e harness) reject the whole status patch otherwise.
-            patch.status[key] = None if value == "" else value
+    def patch_status(status: OffloadTableStatus) -> None:
+        patch.status.update(status_patch(body.get("status") or {}, status))
 
     meta = body["metadata"]
     try:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from iceberg_offload.core.watermark import format_timestamp
-from iceberg_offload.operator.decide import (
+from iceberg_offload.operator.runs import (
     ANNOTATION_WINDOW_TO,
     LABEL_ATTEMPT,
     LABEL_GENERATION,
@@ -84,6 +84,60 @@ def job_arguments(
     return args
 
 
+def _labels(spec: OffloadTableSpec, plan: RunPlan) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/name": "iceberg-offload-run",
+        LABEL_TABLE: table_label(spec.name),
+        LABEL_SLOT: plan.slot,
+        LABEL_ATTEMPT: str(plan.attempt),
+        LABEL_GENERATION: str(plan.generation),
+    }
+
+
+def _metadata(namespace: str, owner: Mapping[str, Any], plan: RunPlan, labels: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        "name": plan.name,
+        "namespace": namespace,
+        "labels": labels,
+        "annotations": {ANNOTATION_WINDOW_TO: format_timestamp(plan.window_to)},
+        "ownerReferences": [
+            {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": owner["name"],
+                "uid": owner["uid"],
+                "controller": True,
+                "blockOwnerDeletion": True,
+            }
+        ],
+    }
+
+
+def _pods(spec: OffloadTableSpec, labels: Mapping[str, str], defaults: Defaults) -> dict[str, Any]:
+    """The driver and executor sections: the same labels and environment on both."""
+    spark = spec.spark
+    pod_common = {
+        "labels": labels,
+        "env": job_env(spec),
+        "envFrom": [{"configMapRef": {"name": spec.catalog_config_map}}],
+    }
+    return {
+        "driver": {
+            **pod_common,
+            "cores": spark.driver_cores,
+            "memory": spark.driver_memory,
+            "serviceAccount": spark.service_account or defaults.service_account,
+        },
+        "executor": {
+            **pod_common,
+            "instances": spark.executor_instances,
+            "cores": spark.executor_cores,
+            "memory": spark.executor_memory,
+        },
+    }
+
+
 def spark_application(
     *,
     namespace: str,
@@ -95,37 +149,12 @@ def spark_application(
     defaults: Defaults,
 ) -> dict[str, Any]:
     """The SparkApplication manifest of a run, owned by its OffloadTable."""
-    labels = {
-        "app.kubernetes.io/managed-by": MANAGED_BY,
-        "app.kubernetes.io/name": "iceberg-offload-run",
-        LABEL_TABLE: table_label(spec.name),
-        LABEL_SLOT: plan.slot,
-        LABEL_ATTEMPT: str(plan.attempt),
-        LABEL_GENERATION: str(plan.generation),
-    }
-    env = job_env(spec)
-    env_from = [{"configMapRef": {"name": spec.catalog_config_map}}]
+    labels = _labels(spec, plan)
     spark = spec.spark
-    pod_common = {"labels": labels, "env": env, "envFrom": env_from}
     return {
         "apiVersion": f"{SPARK_GROUP}/{SPARK_VERSION}",
         "kind": "SparkApplication",
-        "metadata": {
-            "name": plan.name,
-            "namespace": namespace,
-            "labels": labels,
-            "annotations": {ANNOTATION_WINDOW_TO: format_timestamp(plan.window_to)},
-            "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": KIND,
-                    "name": owner["name"],
-                    "uid": owner["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": True,
-                }
-            ],
-        },
+        "metadata": _metadata(namespace, owner, plan, labels),
         "spec": {
             "type": "Python",
             "pythonVersion": "3",
@@ -138,17 +167,6 @@ def spark_application(
             # Retries are the operator's: each attempt is its own SparkApplication.
             "restartPolicy": {"type": "Never"},
             "sparkConf": {"spark.sql.session.timeZone": "UTC", **dict(spark.spark_conf)},
-            "driver": {
-                **pod_common,
-                "cores": spark.driver_cores,
-                "memory": spark.driver_memory,
-                "serviceAccount": spark.service_account or defaults.service_account,
-            },
-            "executor": {
-                **pod_common,
-                "instances": spark.executor_instances,
-                "cores": spark.executor_cores,
-                "memory": spark.executor_memory,
-            },
+            **_pods(spec, labels, defaults),
         },
     }

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
-from iceberg_offload.core.watermark import parse_timestamp
+from iceberg_offload.operator.conditions import READY
 from iceberg_offload.operator.decide import Decision
 
 LABELS = ("namespace", "table")
@@ -61,19 +60,17 @@ class OffloadMetrics(Collector):
         self.registry.register(self)
 
     def observe(self, namespace: str, table: str, decision: Decision, candle_seconds: float = 0.0) -> None:
-        status: Mapping[str, Any] = decision.status
-        mark = (status.get("watermark") or {}).get("timestamp")
-        ready: Mapping[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+        status = decision.status
+        ready = status.condition(READY)
         with self._lock:
             state = self._tables.setdefault((namespace, table), _TableState())
-            state.watermark = parse_timestamp(mark).timestamp() if mark else None
+            state.watermark = status.watermark.timestamp.timestamp() if status.watermark else None
             state.candle_seconds = candle_seconds
-            state.failures = int(status.get("consecutiveFailures") or 0)
-            state.rows = int(status["rowCount"]) if status.get("rowCount") is not None else None
-            state.ready = ready.get("status") == "True"
-        done = decision.finished
-        if done is not None:
-            self.runs.labels(namespace, table, done.outcome).inc()
+            state.failures = status.failures
+            state.rows = status.row_count
+            state.ready = ready is not None and ready.status == "True"
+        for done in decision.finished:
+            self.runs.labels(namespace, table, done.outcome.value).inc()
             self.run_duration.labels(namespace, table).observe(done.duration_seconds)
             self.rows_offloaded.labels(namespace, table).inc(done.rows)
 

@@ -19,7 +19,7 @@ from iceberg_offload.core.mirror import after_run, scrub
 from iceberg_offload.core.result import OffloadResult, parse_result
 from iceberg_offload.core.settings import CatalogSettings, ClickHouseSettings, Settings
 from iceberg_offload.core.tables import SpecError
-from iceberg_offload.core.watermark import Watermark, parse_timestamp
+from iceberg_offload.core.watermark import parse_timestamp
 from iceberg_offload.operator.decide import (
     ANNOTATION_WINDOW_TO,
     LABEL_ATTEMPT,
@@ -38,6 +38,8 @@ from iceberg_offload.operator.decide import (
 from iceberg_offload.operator.kube import Kube, KubeError
 from iceberg_offload.operator.manifests import Defaults, spark_application
 from iceberg_offload.operator.spec import OffloadTableSpec, dependency_cycle, parse_spec
+from iceberg_offload.operator.status import OffloadTableStatus, masked
+from iceberg_offload.operator.upstream import upstream_of
 
 log = logging.getLogger("iceberg_offload.operator.reconciler")
 
@@ -142,11 +144,11 @@ class Controller:
         body: Mapping[str, Any],
         now: datetime,
         emit: EventSink,
-        patch_status: Callable[[dict[str, Any]], None],
+        patch_status: Callable[[OffloadTableStatus], None],
     ) -> Decision:
         meta = body["metadata"]
         namespace, name = meta["namespace"], meta["name"]
-        status = dict(body.get("status") or {})
+        status = OffloadTableStatus.from_dict(body.get("status"))
         spec: OffloadTableSpec | None = None
         spec_error: str | None = None
         try:
@@ -163,13 +165,7 @@ class Controller:
         targets: dict[str, str] = {}
         for dep in spec.depends_on if spec else ():
             other = upstream_status.get(dep)
-            mark = ((other or {}).get("status") or {}).get("watermark") or {}
-            upstream[dep] = Upstream(
-                other is not None,
-                Watermark(parse_timestamp(mark["timestamp"]), int(mark.get("sequence") or 0))
-                if mark.get("timestamp")
-                else None,
-            )
+            upstream[dep] = upstream_of(other)
             if other is not None:
                 ospec = other.get("spec") or {}
                 target = ospec.get("target") or {}
@@ -206,7 +202,7 @@ class Controller:
         if spec is not None and catalog is not None:
             if to_record is not None and to_record.succeeded:
                 observed = replace(observed, readback=self.readback(catalog, spec, to_record.name))
-            elif not status.get("watermark"):
+            elif status.watermark is None:
                 try:
                     observed = replace(observed, readback=self.readback(catalog, spec, None))
                 except RetryLater as exc:
@@ -215,11 +211,11 @@ class Controller:
         decision = decide(observed)
         # The ClickHouse password is needed only when a run finished (the mirror write) or a
         # message leaves this process: read the Secret then, not on every tick.
-        needed = decision.finished is not None or bool(decision.events)
+        needed = bool(decision.finished) or bool(decision.events)
         password = self._clickhouse_password(namespace, spec) if spec and needed else ""
         secrets.append(password)
         self._act(namespace, body, spec, catalog, targets, decision, emit, secrets, password)
-        patch_status(_scrub_status(decision.status, secrets))
+        patch_status(masked(decision.status, secrets))
         return decision
 
     # --- act -----------------------------------------------------------------------------
@@ -262,8 +258,9 @@ class Controller:
                 log.info("%s: SparkApplication %s exists already: following it", spec.name, decision.create.name)
         for event in decision.events:
             emit(event.type, event.reason, scrub(event.message, secrets))
-        if decision.finished is not None and spec is not None and self.settings.mirror:
-            self._mirror(spec, decision.finished, password, secrets)
+        if spec is not None and self.settings.mirror:
+            for finished in decision.finished:  # oldest first, as the runs ended
+                self._mirror(spec, finished, password, secrets)
 
     def _mirror(self, spec: OffloadTableSpec, run: FinishedRun, password: str, secrets: list[str]) -> None:
         """Best effort: the status is the operator's record; the mirror serves the runbook."""
@@ -276,11 +273,10 @@ class Controller:
             database=spec.source.database,
             secure=conn.secure,
         )
-        outcome = {"Succeeded": "committed", "Skipped": "skipped", "Failed": "failed"}[run.outcome]
         result = OffloadResult(
             table=spec.source.table,
             run_id=run.name,
-            outcome=outcome,  # type: ignore[arg-type]
+            outcome=run.outcome.result,
             rows=run.rows,
             watermark_timestamp=run.watermark.timestamp.isoformat() if run.watermark else None,
             watermark_sequence=run.watermark.sequence if run.watermark else None,
@@ -297,16 +293,3 @@ class Controller:
                 client.close()
         except Exception as exc:
             log.warning("%s: offload_watermarks not updated: %s", spec.name, scrub(str(exc), secrets))
-
-
-def _scrub_status(status: dict[str, Any], secrets: list[str]) -> dict[str, Any]:
-    def clean(value: Any) -> Any:
-        if isinstance(value, str):
-            return scrub(value, secrets)
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    return {k: clean(v) for k, v in status.items()}

@@ -24,6 +24,15 @@ _DURATION = re.compile(r"^([0-9]+)(s|m|h|d)$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 
+# The spec's defaults (as in the CRD), one definition each: OffloadTableSpec and parse_spec use them.
+DEFAULT_SCHEDULE = "*/15 * * * *"
+DEFAULT_TIME_ZONE = "UTC"
+DEFAULT_CONCURRENCY_POLICY = "Forbid"
+DEFAULT_MAX_ATTEMPTS = 3
+DEFAULT_RETRY_DELAY_SECONDS = 60
+DEFAULT_RUN_DEADLINE_SECONDS = 3600
+DEFAULT_HISTORY_LIMIT = 3  # successfulRunHistoryLimit and failedRunHistoryLimit
+
 
 def parse_duration(text: str, what: str) -> timedelta:
     match = _DURATION.match(text.strip())
@@ -74,18 +83,18 @@ class OffloadTableSpec:
     target_namespace: str
     target_table: str
     depends_on: tuple[str, ...] = ()
-    schedule: str = "*/15 * * * *"
-    time_zone: str = "UTC"
+    schedule: str = DEFAULT_SCHEDULE
+    time_zone: str = DEFAULT_TIME_ZONE
     buffer: timedelta = timedelta(minutes=5)
     candle_interval: timedelta | None = None
-    concurrency_policy: str = "Forbid"
+    concurrency_policy: str = DEFAULT_CONCURRENCY_POLICY
     suspend: bool = False
-    max_attempts: int = 3
-    retry_delay: timedelta = timedelta(seconds=60)
-    run_deadline: timedelta = timedelta(hours=1)
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    retry_delay: timedelta = timedelta(seconds=DEFAULT_RETRY_DELAY_SECONDS)
+    run_deadline: timedelta = timedelta(seconds=DEFAULT_RUN_DEADLINE_SECONDS)
     spark: SparkSpec = field(default_factory=SparkSpec)
-    successful_history: int = 3
-    failed_history: int = 3
+    successful_history: int = DEFAULT_HISTORY_LIMIT
+    failed_history: int = DEFAULT_HISTORY_LIMIT
 
     def table_spec(self, catalog: str) -> TableSpec:
         """The offload's own view of this table, given the catalog's name."""
@@ -131,13 +140,9 @@ def _secret_ref(spec: Mapping[str, Any], path: str) -> SecretRef | None:
     return SecretRef(str(ref["name"]), str(ref["key"]))
 
 
-def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
-    """Parse and check an OffloadTable's spec; SpecError names the field at fault."""
-    layer = _required(spec, "layer")
-    if layer not in LAYERS:
-        raise SpecError(f"spec.layer: {layer!r} is not one of {', '.join(LAYERS)}")
+def _source(spec: Mapping[str, Any]) -> SourceSpec:
     try:
-        source = SourceSpec(
+        return SourceSpec(
             database=str(_get(spec, "source.database", "default")),
             table=str(_required(spec, "source.table")),
             timestamp_column=str(_required(spec, "source.timestampColumn")),
@@ -145,17 +150,30 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
         )
     except SpecError as exc:
         raise SpecError(f"spec.source: {exc}") from exc
+
+
+def _candle_interval(spec: Mapping[str, Any]) -> timedelta | None:
     candle = _get(spec, "source.candleInterval")
-    port = _int(spec, "source.connection.port", 8123, 1)
+    interval = parse_duration(str(candle), "spec.source.candleInterval") if candle else None
+    if interval is not None and interval <= timedelta(0):
+        raise SpecError(f"spec.source.candleInterval: {candle!r} must be longer than zero")
+    return interval
+
+
+def _connection(spec: Mapping[str, Any]) -> Connection:
+    port = _int(spec, "source.connection.port", Connection.port, 1)
     if port > 65535:
         raise SpecError(f"spec.source.connection.port: {port} is not a port number")
-    connection = Connection(
+    return Connection(
         host=str(_required(spec, "source.connection.host")),
         port=port,
-        secure=bool(_get(spec, "source.connection.secure", False)),
-        user=str(_get(spec, "source.connection.user", "default")),
+        secure=bool(_get(spec, "source.connection.secure", Connection.secure)),
+        user=str(_get(spec, "source.connection.user", Connection.user)),
         password=_secret_ref(spec, "source.connection.passwordSecretRef"),
     )
+
+
+def _depends_on(name: str, spec: Mapping[str, Any]) -> tuple[str, ...]:
     raw_depends = _get(spec, "dependsOn", []) or []
     if not isinstance(raw_depends, list):
         raise SpecError("spec.dependsOn: expected a list of OffloadTable names")
@@ -165,30 +183,45 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
             raise SpecError(f"spec.dependsOn: {dep!r} is not an OffloadTable name")
     if name in depends_on:
         raise SpecError(f"spec.dependsOn: {name} depends on itself")
-    schedule = str(_get(spec, "schedule", "*/15 * * * *"))
-    time_zone = str(_get(spec, "timeZone", "UTC"))
+    return depends_on
+
+
+def _schedule(spec: Mapping[str, Any]) -> tuple[str, str]:
+    schedule = str(_get(spec, "schedule", DEFAULT_SCHEDULE))
+    time_zone = str(_get(spec, "timeZone", DEFAULT_TIME_ZONE))
     try:
         check_schedule(schedule, time_zone)
     except ScheduleError as exc:
         raise SpecError(f"spec.schedule/timeZone: {exc}") from exc
-    policy = str(_get(spec, "concurrencyPolicy", "Forbid"))
+    return schedule, time_zone
+
+
+def _concurrency_policy(spec: Mapping[str, Any]) -> str:
+    policy = str(_get(spec, "concurrencyPolicy", DEFAULT_CONCURRENCY_POLICY))
     if policy not in ("Forbid", "Replace"):
         raise SpecError(f"spec.concurrencyPolicy: {policy!r} is not Forbid or Replace")
+    return policy
+
+
+def _spark(spec: Mapping[str, Any]) -> SparkSpec:
     spark_conf = _get(spec, "spark.sparkConf", {}) or {}
     if not all(isinstance(v, str) for v in spark_conf.values()):
         raise SpecError("spec.spark.sparkConf: values must be strings")
-    spark = SparkSpec(
+    return SparkSpec(
         image=_get(spec, "spark.image"),
-        image_pull_policy=str(_get(spec, "spark.imagePullPolicy", "IfNotPresent")),
-        spark_version=str(_get(spec, "spark.sparkVersion", "3.5.9")),
+        image_pull_policy=str(_get(spec, "spark.imagePullPolicy", SparkSpec.image_pull_policy)),
+        spark_version=str(_get(spec, "spark.sparkVersion", SparkSpec.spark_version)),
         service_account=_get(spec, "spark.serviceAccount"),
-        driver_cores=_int(spec, "spark.driver.cores", 1, 1),
-        driver_memory=str(_get(spec, "spark.driver.memory", "1g")),
-        executor_instances=_int(spec, "spark.executor.instances", 1, 1),
-        executor_cores=_int(spec, "spark.executor.cores", 1, 1),
-        executor_memory=str(_get(spec, "spark.executor.memory", "1g")),
+        driver_cores=_int(spec, "spark.driver.cores", SparkSpec.driver_cores, 1),
+        driver_memory=str(_get(spec, "spark.driver.memory", SparkSpec.driver_memory)),
+        executor_instances=_int(spec, "spark.executor.instances", SparkSpec.executor_instances, 1),
+        executor_cores=_int(spec, "spark.executor.cores", SparkSpec.executor_cores, 1),
+        executor_memory=str(_get(spec, "spark.executor.memory", SparkSpec.executor_memory)),
         spark_conf=dict(spark_conf),
     )
+
+
+def _target(spec: Mapping[str, Any]) -> tuple[str, str]:
     target_namespace = str(_get(spec, "target.namespace", "cold"))
     target_table = str(_required(spec, "target.table"))
     for field_name, value in (("namespace", target_namespace), ("table", target_table)):
@@ -196,9 +229,22 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
             check_identifier(f"Iceberg {field_name}", value)
         except SpecError as exc:
             raise SpecError(f"spec.target.{field_name}: {exc}") from exc
-    candle_interval = parse_duration(str(candle), "spec.source.candleInterval") if candle else None
-    if candle_interval is not None and candle_interval <= timedelta(0):
-        raise SpecError(f"spec.source.candleInterval: {candle!r} must be longer than zero")
+    return target_namespace, target_table
+
+
+def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
+    """Parse and check an OffloadTable's spec; SpecError names the field at fault."""
+    layer = _required(spec, "layer")
+    if layer not in LAYERS:
+        raise SpecError(f"spec.layer: {layer!r} is not one of {', '.join(LAYERS)}")
+    source = _source(spec)
+    connection = _connection(spec)
+    depends_on = _depends_on(name, spec)
+    schedule, time_zone = _schedule(spec)
+    policy = _concurrency_policy(spec)
+    spark = _spark(spec)
+    target_namespace, target_table = _target(spec)
+    candle_interval = _candle_interval(spec)
     return OffloadTableSpec(
         name=name,
         layer=layer,
@@ -215,12 +261,12 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
         candle_interval=candle_interval,
         concurrency_policy=policy,
         suspend=bool(_get(spec, "suspend", False)),
-        max_attempts=min(_int(spec, "retryPolicy.maxAttempts", 3, 1), 20),
-        retry_delay=timedelta(seconds=_int(spec, "retryPolicy.delaySeconds", 60, 0)),
-        run_deadline=timedelta(seconds=_int(spec, "runDeadlineSeconds", 3600, 60)),
+        max_attempts=min(_int(spec, "retryPolicy.maxAttempts", DEFAULT_MAX_ATTEMPTS, 1), 20),
+        retry_delay=timedelta(seconds=_int(spec, "retryPolicy.delaySeconds", DEFAULT_RETRY_DELAY_SECONDS, 0)),
+        run_deadline=timedelta(seconds=_int(spec, "runDeadlineSeconds", DEFAULT_RUN_DEADLINE_SECONDS, 60)),
         spark=spark,
-        successful_history=_int(spec, "successfulRunHistoryLimit", 3, 0),
-        failed_history=_int(spec, "failedRunHistoryLimit", 3, 0),
+        successful_history=_int(spec, "successfulRunHistoryLimit", DEFAULT_HISTORY_LIMIT, 0),
+        failed_history=_int(spec, "failedRunHistoryLimit", DEFAULT_HISTORY_LIMIT, 0),
     )
 
 
