@@ -69,7 +69,10 @@ def after_run(previous: MirrorRow | None, result: OffloadResult, finished_at: da
 
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
-_KEY_VALUE = re.compile(r"""(?i)([a-z_]*(?:password|passwd|secret|token|key)['"]?)(\s*[=:]\s*)('[^']*'(?!\S)|"[^"]*"(?!\S)|\S+)""")
+_KEY_VALUE = re.compile(
+    r"""(?i)([a-z_]*(?:password|passwd|secret|token|key)['"]?)"""  # the key
+    r"""(\s*[=:]\s*)('[^']*'(?!\S)|"[^"]*"(?!\S)|\S+)"""  # the separator, the value
+)
 
 
 def scrub(message: str, secrets: Iterable[str] = ()) -> str:
