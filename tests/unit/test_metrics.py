@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from decide_kit import N1, N2, R1_OK, R2, at, failed, observe, running_status
 from iceberg_offload.operator.decide import decide
 from iceberg_offload.operator.metrics import OffloadMetrics
 from prometheus_client import CollectorRegistry
-from test_reconcile import N1, N2, R1_OK, R2, at, completed, failed, observe, running_status
 
 LABELS = {"namespace": "ns", "table": "trades"}
 
@@ -13,7 +13,7 @@ LABELS = {"namespace": "ns", "table": "trades"}
 def test_every_run_finished_in_one_tick_is_recorded_and_counted() -> None:
     """Two runs seen finished at once (the status write of the tick that saw the first was
     lost): both are recorded, oldest first, and both counted."""
-    second = failed(completed(R2, at(12, 23)), at(12, 23), error="second")
+    second = failed(R2, at(12, 23), error="second")
     decision = decide(observe(at(12, 24), status=running_status(R1_OK), runs=(R1_OK, second)))
     assert [(done.name, done.outcome) for done in decision.finished] == [(N1, "Succeeded"), (N2, "Failed")]
     assert decision.status.last_run is not None and decision.status.last_run.name == N2

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from decide_kit import SLOT1, Cluster, at, make_spec, upstream_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from iceberg_offload.core.result import RunOutcome
@@ -22,7 +23,7 @@ from iceberg_offload.operator.status import (
     masked,
     status_patch,
 )
-from test_reconcile import CASES, SLOT1, Cluster, at, make_spec, upstream_at
+from test_reconcile import CASES
 
 PROPERTY = settings(max_examples=200, deadline=None)
 CRD = Path(__file__).resolve().parents[2] / "crds" / "offloadtables.offload.k2.io.yaml"

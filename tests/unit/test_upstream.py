@@ -7,10 +7,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from decide_kit import SLOT1, SLOT2, Cluster, at, make_spec, record, srun, ts
 from iceberg_offload.core.watermark import Watermark
 from iceberg_offload.operator.decide import Decision
 from iceberg_offload.operator.upstream import Upstream, upstream_of
-from test_reconcile import SLOT1, SLOT2, Cluster, at, make_spec, record, srun, ts
 
 RUN = srun(SLOT1)
 DONE = record(RUN, "Succeeded", completionTime=ts(at(12, 16)), rows=3)

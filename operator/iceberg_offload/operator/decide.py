@@ -142,9 +142,9 @@ class _Tick:
         self.status = replace(self.status, conditions=conditions)
 
     def finish(self, run: ObservedRun, readback: Readback | None) -> None:
-        self.decision.status, done = record_finished(self.decision.status, run, readback)
+        self.status, done = record_finished(self.status, run, readback)
         self.decision.finished.append(done)
-        self.event(finished_event(done, self.observed.spec, self.decision.status))
+        self.event(finished_event(done, self.observed.spec, self.status))
 
 
 def decide(observed: Observed) -> Decision:
@@ -181,8 +181,8 @@ def _follow_runs(tick: _Tick) -> ObservedRun | None:
     newest_to_record = run_to_record(observed)
     for run in finished_unrecorded(observed.runs, observed.status.last_run):
         tick.finish(run, observed.readback if run is newest_to_record else None)
-    current = in_flight(observed.runs, tick.decision.status.last_run)
-    gone = tick.decision.status.active_run
+    current = in_flight(observed.runs, tick.status.last_run)
+    gone = tick.status.active_run
     if current is None and gone is not None and not tick.decision.finished and gone.name not in _names(observed):
         tick.finish(vanished(gone, now), None)
     if current is not None and spec is not None and now - current.created > spec.run_deadline:
@@ -236,18 +236,18 @@ def _start_due(
     """Start the run that is due, if it may start: what it waits for upstream (or ""), and the
     Running condition's message."""
     observed, now, decision = tick.observed, tick.now, tick.decision
-    due = _due(observed, spec, decision.status, now, current)
+    due = _due(observed, spec, tick.status, now, current)
     if due is None:
         return "", running_message
     same_slot = [r for r in observed.runs if r.slot == due.slot]
-    recorded = decision.status.last_run
+    recorded = tick.status.last_run
     launched = [r for r in same_slot if newer_than_recorded(r, recorded) and r.name not in decision.delete]
     gated, blocked = _gated(due, observed, spec, now)
     if gated is None:
         return blocked, running_message
     if launched:
         # Already submitted (a restart between creating it and writing the status): follow it.
-        decision.status = _mark_handled(decision.status, gated, observed, spec, now)
+        tick.status = _mark_handled(tick.status, gated, observed, spec, now)
         return blocked, running_message
     if current is not None:
         if spec.concurrency_policy == "Forbid" or gated.kind == "retry":
@@ -267,7 +267,7 @@ def _start_due(
         )
     )
     tick.status = replace(tick.status, active_run=run_record(plan, now, RunOutcome.RUNNING, message="submitted"))
-    decision.status = _mark_handled(decision.status, gated, observed, spec, now)
+    tick.status = _mark_handled(tick.status, gated, observed, spec, now)
     return blocked, f"{plan.name} submitted"
 
 
@@ -285,11 +285,11 @@ def _gated(due: Due, observed: Observed, spec: OffloadTableSpec, now: datetime) 
 
 def _summarize(tick: _Tick, spec: OffloadTableSpec, blocked: str, running_message: str) -> None:
     now, generation = tick.now, tick.observed.generation
-    current_active = tick.decision.status.active_run is not None
+    current_active = tick.status.active_run is not None
     tick.set(cond.run_state(current_active, running_message))
     tick.set(cond.blocked(blocked) if blocked else cond.clear())
     tick.set(cond.suspended() if spec.suspend else cond.active())
-    status = tick.decision.status
+    status = tick.status
     failing = _retries_exhausted(status, spec, generation)
     upcoming = [] if spec.suspend else [next_slot(spec.schedule, spec.time_zone, now)]
     retry_at = _retry_time(status, spec, generation)
@@ -297,7 +297,7 @@ def _summarize(tick: _Tick, spec: OffloadTableSpec, blocked: str, running_messag
         upcoming.append(max(retry_at, now))
     tick.status = replace(tick.status, next_run=min(upcoming) if upcoming else None)
     tick.set(cond.failing(status.last_error or "") if failing else cond.not_failing())
-    tick.set(_summary(tick.decision.status, spec, failing, blocked, current_active))
+    tick.set(_summary(tick.status, spec, failing, blocked, current_active))
 
 
 def _summary(
