@@ -40,7 +40,7 @@ EVERYTHING = {
 #: What the operator calls, per namespace, and where in the code (the e2e test records the calls
 #: of a real run and checks the Role equals this set).
 OPERATOR_RULES = {
-    ("offload.k2.io", "offloadtables", "list"),  # kopf's watch (initial listing); kube.list_tables
+    ("offload.k2.io", "offloadtables", "list"),  # kopf's watch (initial listing), also for handlers.offload_tables
     ("offload.k2.io", "offloadtables", "watch"),  # kopf's watch of the timer's resource
     ("offload.k2.io", "offloadtables", "patch"),  # kopf: its annotations and finalizer
     ("offload.k2.io", "offloadtables/status", "patch"),  # handlers.patch_status via kopf

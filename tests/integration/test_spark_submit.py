@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from iceberg_offload.core.result import parse_result
-from iceberg_offload.core.settings import to_env
+from iceberg_offload.core.settings import Settings, to_env
 from iceberg_offload.job.run import JDBC_JARS, iceberg_runtime_jar
 from iceberg_offload.operator.decide import RunPlan
-from iceberg_offload.operator.manifests import Defaults, job_arguments
+from iceberg_offload.operator.manifests import job_arguments
 from iceberg_offload.operator.spec import parse_spec
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,7 +43,7 @@ def test_the_job_runs_under_spark_submit_with_the_operators_arguments(make_env: 
     window_to = base + timedelta(minutes=20)
     plan = RunPlan("bronze-trades-binance-202601010020-1", "202601010020", 1, 1, window_to)
     arguments = job_arguments(spec, plan, env.settings.catalog.name, {})
-    main_file = Defaults("image", "sa").main_application_file.removeprefix("local:///opt/iceberg-offload/")
+    main_file = Settings().main_application_file.removeprefix("local:///opt/iceberg-offload/")
 
     job_env = {k: v for k, v in os.environ.items() if not k.startswith("ICEBERG_OFFLOAD_")}
     job_env.update({k: v for k, v in to_env(env.settings).items() if v})

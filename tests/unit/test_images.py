@@ -9,10 +9,12 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from typing import cast
 
 import pytest
 from iceberg_offload.core.settings import Settings
-from iceberg_offload.operator.manifests import Defaults
+from iceberg_offload.operator.kube import Kube
+from iceberg_offload.operator.reconciler import Controller
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
@@ -50,7 +52,7 @@ def test_every_local_copy_source_exists() -> None:
 
 
 def test_the_spark_image_holds_the_main_file_the_operator_submits() -> None:
-    main_file = Defaults("image", "sa").main_application_file
+    main_file = Controller(Settings(), cast(Kube, None)).defaults.main_application_file
     assert main_file == Settings().main_application_file
     in_image = main_file.removeprefix("local://")
     assert "COPY spark_jobs/ /opt/iceberg-offload/spark_jobs/" in DOCKERFILE

@@ -31,7 +31,11 @@ PROPERTY = settings(max_examples=100, deadline=None)
 
 NAMESPACE = "market-data"
 OWNER = {"name": "silver-trades", "uid": "6f1c2b1e-0000-4000-8000-000000000001"}
-DEFAULTS = Defaults(image="ghcr.io/k2/iceberg-offload-spark:0.1.0", service_account="iceberg-offload-spark")
+DEFAULTS = Defaults(
+    image="ghcr.io/k2/iceberg-offload-spark:0.1.0",
+    service_account="iceberg-offload-spark",
+    main_application_file=Settings().main_application_file,
+)
 CATALOG = "lake"
 SECRETS = ("ch-credentials", "catalog-credentials")
 BASE: dict[str, Any] = {
@@ -129,7 +133,7 @@ def test_identity_owner_and_labels() -> None:
 
 
 def test_labels_and_annotation_are_what_the_controller_reads_back() -> None:
-    """controller.observed_run turns these labels back into slot, attempt, generation and window."""
+    """observe.observed_run turns these labels back into slot, attempt, generation and window."""
     meta = manifest()["metadata"]
     assert meta["labels"][LABEL_SLOT] == PLAN.slot
     assert int(meta["labels"][LABEL_ATTEMPT]) == PLAN.attempt

@@ -16,6 +16,7 @@ from iceberg_offload.core.settings import (
     ClickHouseSettings,
     Settings,
     SettingsError,
+    catalog_from,
     known_variables,
     local_settings,
     to_env,
@@ -170,6 +171,39 @@ def test_bad_value_raises_naming_the_variable_first(variable: str, raw: str) -> 
     assert str(info.value).startswith(variable + ":")
 
 
+CATALOG_BAD_VALUES = [
+    ("ICEBERG_OFFLOAD_CATALOG_TYPE", "hive", "expected 'jdbc' or 'rest', got 'hive'"),
+    ("ICEBERG_OFFLOAD_CATALOG_TYPE", "JDBC", "expected 'jdbc' or 'rest', got 'JDBC'"),
+    ("ICEBERG_OFFLOAD_CATALOG_URI", "jdbc:mysql://db/iceberg", "expected jdbc:sqlite:<path> or jdbc:postgresql:"),
+    ("ICEBERG_OFFLOAD_CATALOG_URI", "/var/lib/catalog.db", "expected jdbc:sqlite:<path> or jdbc:postgresql:"),
+]
+
+
+@pytest.mark.parametrize(("variable", "raw", "message"), CATALOG_BAD_VALUES)
+def test_the_catalog_read_from_a_configmap_is_checked_as_from_the_environment(
+    variable: str, raw: str, message: str
+) -> None:
+    with pytest.raises(SettingsError) as from_env:
+        Settings.from_env({variable: raw})
+    with pytest.raises(SettingsError) as from_map:
+        catalog_from({variable: raw}, "ConfigMap iceberg-catalog")
+    assert str(from_env.value).startswith(f"{variable}: {message}")
+    assert str(from_map.value) == f"ConfigMap iceberg-catalog: {from_env.value}"
+
+
+def test_catalog_from_reads_only_catalog_keys() -> None:
+    values = {
+        "ICEBERG_OFFLOAD_CATALOG_NAME": "lake",
+        "ICEBERG_OFFLOAD_CATALOG_TYPE": "rest",
+        "ICEBERG_OFFLOAD_CATALOG_URI": "https://catalog.example/api",
+        "ICEBERG_OFFLOAD_SUBWINDOW_MAX": "zero",  # not the catalog's: neither read nor checked
+        "ICEBERG_OFFLOAD_CLICKHOUSE_PORT": "http",
+        "PATH": "/bin",
+    }
+    assert catalog_from(values) == CatalogSettings(name="lake", type="rest", uri="https://catalog.example/api")
+    assert catalog_from({}) == CatalogSettings()
+
+
 def test_rest_catalog_uri_is_not_checked_as_jdbc() -> None:
     env = {"ICEBERG_OFFLOAD_CATALOG_TYPE": "rest", "ICEBERG_OFFLOAD_CATALOG_URI": "https://catalog.example/api"}
     assert Settings.from_env(env).catalog.uri == "https://catalog.example/api"
@@ -269,6 +303,7 @@ def test_to_env_round_trips(s: Settings) -> None:
     assert set(env) == set(known_variables())
     assert all(isinstance(v, str) for v in env.values())
     assert Settings.from_env(env) == s
+    assert catalog_from(env, "ConfigMap c") == s.catalog
 
 
 def test_the_ddl_directory_variable_read_by_ddl_root_is_a_setting(tmp_path: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 PREFIX = "ICEBERG_OFFLOAD_"
+CATALOG_PREFIX = f"{PREFIX}CATALOG_"
 
 
 class SettingsError(ValueError):
@@ -88,9 +89,21 @@ class Settings:
             )
         return cls(
             clickhouse=_read(ClickHouseSettings, "CLICKHOUSE_", env),
-            catalog=_read(CatalogSettings, "CATALOG_", env),
+            catalog=catalog_from(env),
             **_read_fields(cls, "", env, skip={"clickhouse", "catalog"}),
         )
+
+
+def catalog_from(values: Mapping[str, str], where: str | None = None) -> CatalogSettings:
+    """The catalog from the ICEBERG_OFFLOAD_CATALOG_* keys of `values` (others are ignored), with
+    the conversions and checks of from_env. An error names the key, after `where` it was read if
+    given (the operator reads a ConfigMap's data here, the job its environment)."""
+    try:
+        return _read(CatalogSettings, "CATALOG_", values)
+    except SettingsError as exc:
+        if where is None:
+            raise
+        raise SettingsError(f"{where}: {exc}") from None
 
 
 def known_variables() -> list[str]:

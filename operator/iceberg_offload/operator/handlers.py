@@ -16,6 +16,7 @@ from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import SpecError
 from iceberg_offload.operator.kube import Kube, KubeError, api_client
 from iceberg_offload.operator.metrics import OffloadMetrics, serve
+from iceberg_offload.operator.observe import index_entry
 from iceberg_offload.operator.reconciler import Controller, RetryLater
 from iceberg_offload.operator.spec import GROUP, PLURAL, VERSION, parse_duration
 from iceberg_offload.operator.status import OffloadTableStatus, status_patch
@@ -44,8 +45,15 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
         serve(METRICS, SETTINGS.metrics_address, SETTINGS.metrics_port)
 
 
+@kopf.index(GROUP, VERSION, PLURAL)
+def offload_tables(namespace: str | None, body: kopf.Body, **_: Any) -> dict[str | None, dict[str, Any]]:
+    """Each namespace's OffloadTables as their dependents read them, kept current from kopf's
+    watch: a tick reads its upstream tables here instead of listing them from the API."""
+    return {namespace: index_entry(body)}
+
+
 @kopf.timer(GROUP, VERSION, PLURAL, interval=SETTINGS.reconcile_seconds, sharp=False)
-def reconcile_offloadtable(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+def reconcile_offloadtable(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     def emit(type_: str, reason: str, message: str) -> None:
         kopf.event(body, type=type_, reason=reason, message=message)
 
@@ -53,8 +61,15 @@ def reconcile_offloadtable(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, 
         patch.status.update(status_patch(body.get("status") or {}, status))
 
     meta = body["metadata"]
+    # kopf passes each index as the keyword named after it. A snapshot: the index changes
+    # under this thread as kopf's watch goes on.
+    index: kopf.Index[str | None, dict[str, Any]] = kwargs["offload_tables"]
+    entries = tuple(index.get(meta["namespace"], ()))
+    tables = {entry["metadata"]["name"]: entry for entry in entries}
     try:
-        decision = memo.controller.reconcile(body=body, now=datetime.now(UTC), emit=emit, patch_status=patch_status)
+        decision = memo.controller.reconcile(
+            body=body, tables=tables, now=datetime.now(UTC), emit=emit, patch_status=patch_status
+        )
     except (RetryLater, KubeError) as exc:
         METRICS.reconcile_errors.inc()
         raise kopf.TemporaryError(str(exc), delay=SETTINGS.reconcile_seconds) from exc

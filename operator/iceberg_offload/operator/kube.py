@@ -1,4 +1,4 @@
-"""Kubernetes I/O for the operator: SparkApplications, OffloadTables, ConfigMaps, Secrets, logs."""
+"""Kubernetes I/O for the operator: SparkApplications, ConfigMaps, Secrets, logs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from iceberg_offload.operator.decide import LABEL_TABLE, table_label
 from iceberg_offload.operator.manifests import SPARK_GROUP, SPARK_PLURAL, SPARK_VERSION
-from iceberg_offload.operator.spec import GROUP, PLURAL, VERSION, SecretRef
+from iceberg_offload.operator.spec import SecretRef
 
 log = logging.getLogger("iceberg_offload.operator.kube")
 
@@ -59,10 +59,6 @@ class Kube:
         except ApiException as exc:
             if exc.status != 404:
                 raise KubeError(f"cannot delete SparkApplication {name}: {exc.reason}") from exc
-
-    def list_tables(self, namespace: str) -> list[dict[str, Any]]:
-        result: Any = self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-        return list(result.get("items", []))
 
     def config_map(self, namespace: str, name: str) -> dict[str, str]:
         try:

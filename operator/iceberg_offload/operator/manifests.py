@@ -34,7 +34,7 @@ class Defaults:
 
     image: str
     service_account: str
-    main_application_file: str = "local:///opt/iceberg-offload/spark_jobs/offload.py"
+    main_application_file: str
 
 
 def _secret_env(name: str, ref: SecretRef) -> dict[str, Any]:

@@ -1,7 +1,7 @@
-"""One reconcile of one OffloadTable: observe, decide (reconcile.decide), act.
+"""One reconcile of one OffloadTable: read, observe (observe.py), decide (decide.py), act.
 
 The I/O is here and in kube.py / iceberg_io.py / clickhouse_io.py; every decision is in
-reconcile.py. Secrets are read from Kubernetes Secrets only to open connections, and are
+decide.py. Secrets are read from Kubernetes Secrets only to open connections, and are
 masked in every message that leaves this process.
 """
 
@@ -11,35 +11,26 @@ import logging
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from iceberg_offload.adapters import clickhouse_io, iceberg_io
 from iceberg_offload.core.mirror import after_run, scrub
 from iceberg_offload.core.result import OffloadResult, parse_result
 from iceberg_offload.core.settings import CatalogSettings, ClickHouseSettings, Settings
-from iceberg_offload.core.tables import SpecError
-from iceberg_offload.core.watermark import parse_timestamp
-from iceberg_offload.operator.decide import (
-    ANNOTATION_WINDOW_TO,
-    LABEL_ATTEMPT,
-    LABEL_GENERATION,
-    LABEL_SLOT,
-    TRIGGER_ANNOTATION,
-    Decision,
-    FinishedRun,
-    Observed,
-    ObservedRun,
-    Readback,
-    Upstream,
-    decide,
-    run_to_record,
-)
+from iceberg_offload.operator.decide import Decision, FinishedRun, Observed, Readback, decide, run_to_record
 from iceberg_offload.operator.kube import Kube, KubeError
 from iceberg_offload.operator.manifests import Defaults, spark_application
-from iceberg_offload.operator.spec import OffloadTableSpec, dependency_cycle, parse_spec
+from iceberg_offload.operator.observe import (
+    CatalogRead,
+    Reading,
+    catalog_settings,
+    observe,
+    table_spec,
+    upstream_targets,
+)
+from iceberg_offload.operator.spec import OffloadTableSpec
 from iceberg_offload.operator.status import OffloadTableStatus, masked
-from iceberg_offload.operator.upstream import upstream_of
 
 log = logging.getLogger("iceberg_offload.operator.reconciler")
 
@@ -48,32 +39,6 @@ EventSink = Callable[[str, str, str], None]  # (type, reason, message)
 
 class RetryLater(RuntimeError):
     """Something needed for a correct status (the Iceberg readback) is unavailable now."""
-
-
-def _time(value: Any) -> datetime | None:
-    if not value:
-        return None
-    if isinstance(value, datetime):
-        return value.astimezone(UTC)
-    return parse_timestamp(str(value))
-
-
-def observed_run(item: Mapping[str, Any]) -> ObservedRun:
-    meta = item.get("metadata", {})
-    labels = meta.get("labels") or {}
-    state = (item.get("status") or {}).get("applicationState") or {}
-    created = _time(meta.get("creationTimestamp")) or datetime.now(UTC)
-    return ObservedRun(
-        name=meta["name"],
-        slot=labels.get(LABEL_SLOT, ""),
-        attempt=int(labels.get(LABEL_ATTEMPT) or 1),
-        generation=int(labels.get(LABEL_GENERATION) or 0),
-        window_to=_time((meta.get("annotations") or {}).get(ANNOTATION_WINDOW_TO)) or created,
-        created=created,
-        state=str(state.get("state") or ""),
-        terminated=_time((item.get("status") or {}).get("terminationTime")),
-        error=str(state.get("errorMessage") or ""),
-    )
 
 
 @dataclass
@@ -86,27 +51,57 @@ class Controller:
     @property
     def defaults(self) -> Defaults:
         s = self.settings
-        return Defaults(s.spark_image, s.spark_service_account, s.main_application_file)
+        return Defaults(
+            image=s.spark_image,
+            service_account=s.spark_service_account,
+            main_application_file=s.main_application_file,
+        )
 
-    # --- observe -------------------------------------------------------------------------
+    # --- read ----------------------------------------------------------------------------
 
-    def catalog_settings(self, namespace: str, spec: OffloadTableSpec) -> CatalogSettings:
-        data = self.kube.config_map(namespace, spec.catalog_config_map)
-        prefix = "ICEBERG_OFFLOAD_CATALOG_"
-        values = {k.removeprefix(prefix).lower(): v for k, v in data.items() if k.startswith(prefix)}
-        if "password" in values:
-            raise SpecError(
-                f"ConfigMap {spec.catalog_config_map} holds a password: use target.catalogPasswordSecretRef"
-            )
-        if spec.catalog_password is not None:
-            values["password"] = self.kube.secret_value(namespace, spec.catalog_password)
-        known = set(CatalogSettings.__dataclass_fields__)
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise SpecError(
-                f"ConfigMap {spec.catalog_config_map}: unknown keys {', '.join(prefix + u.upper() for u in unknown)}"
-            )
-        return CatalogSettings(**values)
+    def read(self, body: Mapping[str, Any], tables: Mapping[str, Mapping[str, Any]], now: datetime) -> Reading:
+        """The table's SparkApplications and catalog; `tables` is its namespace's index."""
+        meta = body["metadata"]
+        namespace = meta["namespace"]
+        runs = self.kube.list_runs(namespace, meta["name"])
+        spec, _ = table_spec(body)
+        catalog = self.read_catalog(namespace, spec) if spec is not None else None
+        return Reading(body=body, now=now, runs=runs, tables=tables, catalog=catalog)
+
+    def read_catalog(self, namespace: str, spec: OffloadTableSpec) -> CatalogRead:
+        try:
+            data = self.kube.config_map(namespace, spec.catalog_config_map)
+        except KubeError as exc:
+            return CatalogRead(spec.catalog_config_map, None, error=str(exc))
+        if spec.catalog_password is None:
+            return CatalogRead(spec.catalog_config_map, data)
+        try:
+            password = self.kube.secret_value(namespace, spec.catalog_password)
+        except KubeError as exc:
+            return CatalogRead(spec.catalog_config_map, data, error=str(exc))
+        return CatalogRead(spec.catalog_config_map, data, password)
+
+    def read_more(self, reading: Reading, observed: Observed, catalog: CatalogSettings | None) -> Reading:
+        """What the run to record asks for: a failed driver's error line, the Iceberg readback
+        (also for a table without a watermark yet, e.g. one offloaded before its status was)."""
+        to_record = run_to_record(observed)
+        namespace = reading.body["metadata"]["namespace"]
+        if to_record is not None and not to_record.succeeded:
+            item = next(i for i in reading.runs if i["metadata"]["name"] == to_record.name)
+            detail = self._failure_detail(namespace, item)
+            if detail:
+                reading = replace(reading, failure_details={to_record.name: detail})
+        spec = observed.spec
+        if spec is None or catalog is None:
+            return reading
+        if to_record is not None and to_record.succeeded:
+            return replace(reading, readback=self.readback(catalog, spec, to_record.name))
+        if observed.status.watermark is None:
+            try:
+                return replace(reading, readback=self.readback(catalog, spec, None))
+            except RetryLater as exc:
+                log.info("%s/%s: no watermark yet: %s", namespace, spec.name, exc)
+        return reading
 
     def _catalog(self, catalog: CatalogSettings) -> Any:
         key = (catalog.name, catalog.type, catalog.uri, catalog.warehouse, catalog.user, catalog.password)
@@ -142,79 +137,28 @@ class Controller:
         self,
         *,
         body: Mapping[str, Any],
+        tables: Mapping[str, Mapping[str, Any]],
         now: datetime,
         emit: EventSink,
         patch_status: Callable[[OffloadTableStatus], None],
     ) -> Decision:
-        meta = body["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        status = OffloadTableStatus.from_dict(body.get("status"))
-        spec: OffloadTableSpec | None = None
-        spec_error: str | None = None
-        try:
-            spec = parse_spec(name, body.get("spec") or {})
-        except SpecError as exc:
-            spec_error = str(exc)
-
-        items = self.kube.list_runs(namespace, name)
-        runs = [observed_run(i) for i in items]
-        tables = self.kube.list_tables(namespace)
-        graph = {t["metadata"]["name"]: list((t.get("spec") or {}).get("dependsOn") or []) for t in tables}
-        upstream_status = {t["metadata"]["name"]: t for t in tables}
-        upstream: dict[str, Upstream] = {}
-        targets: dict[str, str] = {}
-        for dep in spec.depends_on if spec else ():
-            other = upstream_status.get(dep)
-            upstream[dep] = upstream_of(other)
-            if other is not None:
-                ospec = other.get("spec") or {}
-                target = ospec.get("target") or {}
-                targets[dep] = f"{target.get('namespace', 'cold')}.{target.get('table', '')}"
-
-        catalog: CatalogSettings | None = None
-        secrets: list[str] = []
-        if spec is not None:
-            try:
-                catalog = self.catalog_settings(namespace, spec)
-                secrets.append(catalog.password)
-            except (SpecError, KubeError) as exc:
-                spec, spec_error = None, str(exc)
-
-        observed = Observed(
-            name=name,
-            generation=int(meta.get("generation") or 0),
-            created=_time(meta.get("creationTimestamp")) or now,
-            now=now,
-            spec=spec,
-            spec_error=spec_error,
-            status=status,
-            runs=runs,
-            upstream=upstream,
-            dependency_cycle=dependency_cycle(name, graph),
-            trigger=(meta.get("annotations") or {}).get(TRIGGER_ANNOTATION),
-        )
-        to_record = run_to_record(observed)
-        if to_record is not None and not to_record.succeeded:
-            detail = self._failure_detail(namespace, next(i for i in items if i["metadata"]["name"] == to_record.name))
-            if detail:
-                runs = [r if r.name != to_record.name else replace(r, error=detail) for r in runs]
-                observed = replace(observed, runs=runs)
-        if spec is not None and catalog is not None:
-            if to_record is not None and to_record.succeeded:
-                observed = replace(observed, readback=self.readback(catalog, spec, to_record.name))
-            elif status.watermark is None:
-                try:
-                    observed = replace(observed, readback=self.readback(catalog, spec, None))
-                except RetryLater as exc:
-                    log.info("%s/%s: no watermark yet: %s", namespace, name, exc)
-
+        """`tables`: the OffloadTables of the table's namespace, name -> observe.index_entry()."""
+        reading = self.read(body, tables, now)
+        observed = observe(reading)
+        # observe() has checked the catalog: it is usable whenever the spec is.
+        catalog = catalog_settings(reading.catalog) if observed.spec and reading.catalog else None
+        reading = self.read_more(reading, observed, catalog)
+        observed = observe(reading)
         decision = decide(observed)
+        spec = observed.spec
+        secrets = [reading.catalog.password or ""] if reading.catalog else []
         # The ClickHouse password is needed only when a run finished (the mirror write) or a
         # message leaves this process: read the Secret then, not on every tick.
         needed = bool(decision.finished) or bool(decision.events)
-        password = self._clickhouse_password(namespace, spec) if spec and needed else ""
+        password = self._clickhouse_password(body["metadata"]["namespace"], spec) if spec and needed else ""
         secrets.append(password)
-        self._act(namespace, body, spec, catalog, targets, decision, emit, secrets, password)
+        targets = upstream_targets(spec, tables, catalog.name) if spec and catalog else {}
+        self._act(body, spec, catalog, targets, decision, emit, secrets, password)
         patch_status(masked(decision.status, secrets))
         return decision
 
@@ -231,7 +175,6 @@ class Controller:
 
     def _act(
         self,
-        namespace: str,
         body: Mapping[str, Any],
         spec: OffloadTableSpec | None,
         catalog: CatalogSettings | None,
@@ -241,17 +184,17 @@ class Controller:
         secrets: list[str],
         password: str,
     ) -> None:
+        namespace = body["metadata"]["namespace"]
         for name in decision.delete:
             self.kube.delete_run(namespace, name)
         if decision.create is not None and spec is not None and catalog is not None:
-            upstream_targets = {dep: f"{catalog.name}.{t}" for dep, t in targets.items()}
             manifest = spark_application(
                 namespace=namespace,
                 owner={"name": body["metadata"]["name"], "uid": body["metadata"]["uid"]},
                 spec=spec,
                 plan=decision.create,
                 catalog=catalog.name,
-                upstream_targets=upstream_targets,
+                upstream_targets=targets,
                 defaults=self.defaults,
             )
             if not self.kube.create_run(manifest):
