@@ -136,3 +136,16 @@ def _long_functions(module: str) -> list[str]:
 @pytest.mark.parametrize("module", sorted(MODULES))
 def test_no_function_does_too_many_jobs(module: str) -> None:
     assert _long_functions(module) == [], f"{module}: split these by what they do"
+
+
+ARCHITECTURE = PACKAGE.parents[1] / "docs" / "ARCHITECTURE.md"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_the_architecture_document_names_every_module(module: str) -> None:
+    path = MODULES[module].relative_to(PACKAGE)
+    if path.name in ("__init__.py", "__main__.py"):
+        if len(path.parts) > 2:  # a subpackage of a room: named by its folder
+            assert f"`{path.parent.as_posix()}/`" in ARCHITECTURE.read_text()
+        return
+    assert f"`{path.as_posix()}`" in ARCHITECTURE.read_text(), f"docs/ARCHITECTURE.md does not name {path}"
