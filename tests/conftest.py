@@ -22,11 +22,12 @@ import pytest
 from hypothesis import settings
 
 TESTS = Path(__file__).resolve().parent
-#: Directory under tests/ -> (marker, timeout per test in seconds).
+#: Directory under tests/ -> (marker, timeout per test in seconds). Integration tests run the
+#: demo and spark-submit as subprocesses with 600 s limits of their own, which must fire first.
 LAYERS = {
     "unit": ("unit", 60),
     "helm": ("helm", 120),
-    "integration": ("integration", 600),
+    "integration": ("integration", 900),
     "e2e": ("e2e", 900),
 }
 PROFILE_VARIABLE = "HYPOTHESIS_PROFILE"
