@@ -3,8 +3,13 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 STATE_DIR ?= .offload-demo
+# Test the package of this checkout, also where .venv is shared with another checkout.
+export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
+# The full property search unless a target asks for less (tests/conftest.py).
+FULL := HYPOTHESIS_PROFILE=full
+QUICK := HYPOTHESIS_PROFILE=check
 
-.PHONY: setup setup-e2e demo test lint typecheck unit integration e2e kube-apiserver helm bench clean
+.PHONY: setup setup-e2e demo check test lint typecheck unit integration e2e chart kube-apiserver helm bench clean
 
 setup:
 	@scripts/bootstrap.sh
@@ -16,9 +21,13 @@ setup-e2e:
 demo: setup
 	$(VENV)/bin/iceberg-offload demo --state-dir $(STATE_DIR)
 
+## Before each commit (under a minute): lint, type-check, unit tests with a shorter property search.
+check: lint typecheck
+	$(QUICK) $(PY) -m pytest tests/unit -q
+
 ## Lint, type-check and every test suite (the Kubernetes API server is built once and cached).
 test: setup-e2e kube-apiserver helm lint typecheck
-	$(PY) -m pytest
+	$(FULL) $(PY) -m pytest
 
 lint:
 	$(VENV)/bin/ruff check .
@@ -27,14 +36,18 @@ lint:
 typecheck:
 	$(VENV)/bin/mypy
 
+## One layer each (markers unit, helm, integration, e2e; tests/conftest.py sets them by directory).
 unit:
-	$(PY) -m pytest tests/unit
+	$(FULL) $(PY) -m pytest tests/unit
+
+chart: helm
+	$(FULL) $(PY) -m pytest tests/helm
 
 integration:
-	$(PY) -m pytest tests/integration
+	$(FULL) $(PY) -m pytest tests/integration
 
 e2e: setup-e2e kube-apiserver
-	$(PY) -m pytest tests/e2e
+	$(FULL) $(PY) -m pytest tests/e2e
 
 kube-apiserver:
 	@tests/e2e/cluster/build-kube-apiserver.sh >/dev/null
