@@ -56,7 +56,6 @@ def describe(client: Client, source: SourceSpec) -> list[tuple[str, str]]:
 @dataclass(frozen=True)
 class WindowStats:
     rows: int
-    rows_at_upper: int
     max_sequence_at_upper: int | None
     first_timestamp: datetime | None = None
 
@@ -65,7 +64,7 @@ def window_stats(client: Client, source: SourceSpec, window: Window) -> WindowSt
     q = query.window_stats(source, window)
     rows, at_upper, max_seq, first = client.query(q.sql, parameters=q.parameters).result_rows[0]
     has_upper = int(at_upper) > 0 and source.sequence_column is not None
-    return WindowStats(int(rows), int(at_upper), int(max_seq) if has_upper else None, utc(first) if rows else None)
+    return WindowStats(int(rows), int(max_seq) if has_upper else None, utc(first) if rows else None)
 
 
 def read_window(
