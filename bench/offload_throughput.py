@@ -43,7 +43,9 @@ from iceberg_offload.core import query
 from iceberg_offload.core.settings import local_settings
 from iceberg_offload.core.tables import TableSpec, TargetSpec, runbook_tables
 from iceberg_offload.core.watermark import INITIAL_WATERMARK, Watermark, Window
-from iceberg_offload.job.run import RunRequest, plan_columns, run_offload, spark_session
+from iceberg_offload.job.columns import plan_columns
+from iceberg_offload.job.run import RunRequest, run_offload
+from iceberg_offload.job.session import spark_session
 from iceberg_offload.local.generator import binance_trades
 from iceberg_offload.local.runner import LocalStack, local_stack
 

@@ -26,7 +26,7 @@ def _ddl(args: argparse.Namespace) -> int:
         client = clickhouse_io.connect(settings.clickhouse)
         clickhouse_io.apply_ddl(client)
     else:
-        from iceberg_offload.job.run import apply_iceberg_ddl, spark_session
+        from iceberg_offload.job.session import apply_iceberg_ddl, spark_session
 
         apply_iceberg_ddl(
             spark_session(settings, "iceberg-offload-ddl"), settings.catalog.name, settings.catalog.namespace
@@ -38,10 +38,10 @@ def _ddl(args: argparse.Namespace) -> int:
 def _reset(args: argparse.Namespace) -> int:
     from iceberg_offload.adapters import iceberg_io
     from iceberg_offload.core.settings import Settings
-    from iceberg_offload.job.run import _watermark_arg
+    from iceberg_offload.core.watermark import parse_watermark
 
     settings = Settings.from_env()
-    mark = _watermark_arg(args.to)
+    mark = parse_watermark(args.to)
     table = iceberg_io.load_table(iceberg_io.open_catalog(settings.catalog), args.table)
     current = iceberg_io.committed_watermark(table)
     print(f"{settings.catalog.name}.{args.table}: watermark {current or 'none'} -> {mark}")
@@ -104,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reset(args)
     if args.command == "status":
         return _status(args)
-    from iceberg_offload.job.run import main as job_main
+    from iceberg_offload.job.cli import main as job_main
 
     return job_main([*args.args, *rest])
 
