@@ -13,10 +13,11 @@ def _ddl(args: argparse.Namespace) -> int:
     from iceberg_offload.core.settings import Settings
 
     settings = Settings.from_env()
+    root = ddl.ddl_root(settings.ddl_dir)
     if args.target == "clickhouse":
-        statements = ddl.clickhouse_statements()
+        statements = ddl.clickhouse_statements(root)
     else:
-        statements = ddl.iceberg_statements(settings.catalog.name, settings.catalog.namespace)
+        statements = ddl.iceberg_statements(settings.catalog.name, settings.catalog.namespace, root)
     if args.print:
         print(";\n\n".join(statements) + ";")
         return 0
@@ -24,12 +25,12 @@ def _ddl(args: argparse.Namespace) -> int:
         from iceberg_offload.adapters import clickhouse_io
 
         client = clickhouse_io.connect(settings.clickhouse)
-        clickhouse_io.apply_ddl(client)
+        clickhouse_io.apply_ddl(client, root)
     else:
         from iceberg_offload.job.session import apply_iceberg_ddl, spark_session
 
         apply_iceberg_ddl(
-            spark_session(settings, "iceberg-offload-ddl"), settings.catalog.name, settings.catalog.namespace
+            spark_session(settings, "iceberg-offload-ddl"), settings.catalog.name, settings.catalog.namespace, root
         )
     print(f"applied {len(statements)} {args.target} statements")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -99,9 +100,10 @@ def write_mirror(client: Client, row: MirrorRow) -> None:
     client.command("OPTIMIZE TABLE offload_watermarks FINAL")
 
 
-def apply_ddl(client: Client) -> None:
-    """Create the watermark table and the nine source tables with their views (idempotent)."""
-    for statement in clickhouse_statements():
+def apply_ddl(client: Client, ddl_root: Path | None = None) -> None:
+    """Create the watermark table and the nine source tables with their views (idempotent), from
+    the DDL under `ddl_root` (default: the repository's ddl/)."""
+    for statement in clickhouse_statements(ddl_root):
         client.command(statement)
 
 

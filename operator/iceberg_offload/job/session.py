@@ -62,7 +62,8 @@ def _local_conf(master: str) -> dict[str, str]:
     }
 
 
-def apply_iceberg_ddl(spark: SparkSession, catalog: str, namespace: str) -> None:
-    """Create the cold namespace and its tables (idempotent)."""
-    for statement in iceberg_statements(catalog, namespace):
+def apply_iceberg_ddl(spark: SparkSession, catalog: str, namespace: str, ddl_root: Path | None = None) -> None:
+    """Create the cold namespace and its tables (idempotent), from the DDL under `ddl_root`
+    (default: the repository's ddl/)."""
+    for statement in iceberg_statements(catalog, namespace, ddl_root):
         spark.sql(statement)
