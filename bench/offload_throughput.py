@@ -103,7 +103,8 @@ def descendants_peak_rss_kib() -> int:
             except OSError:
                 continue
             parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    family, frontier = set(), {os.getpid()}
+    family: set[int] = set()
+    frontier = {os.getpid()}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - family
         family |= frontier
