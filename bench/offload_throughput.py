@@ -43,7 +43,9 @@ from iceberg_offload.core import query
 from iceberg_offload.core.settings import local_settings
 from iceberg_offload.core.tables import TableSpec, TargetSpec, runbook_tables
 from iceberg_offload.core.watermark import INITIAL_WATERMARK, Watermark, Window
-from iceberg_offload.job.run import RunRequest, plan_columns, run_offload, spark_session
+from iceberg_offload.job.columns import plan_columns
+from iceberg_offload.job.run import RunRequest, run_offload
+from iceberg_offload.job.session import spark_session
 from iceberg_offload.local.generator import binance_trades
 from iceberg_offload.local.runner import LocalStack, local_stack
 
@@ -101,7 +103,8 @@ def descendants_peak_rss_kib() -> int:
             except OSError:
                 continue
             parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
-    family, frontier = set(), {os.getpid()}
+    family: set[int] = set()
+    frontier = {os.getpid()}
     while frontier:
         frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - family
         family |= frontier

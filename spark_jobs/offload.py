@@ -10,7 +10,7 @@ Kubernetes Secrets); `--help` lists the arguments.
 
 import sys
 
-from iceberg_offload.job.run import main
+from iceberg_offload.job.cli import main
 
 if __name__ == "__main__":
     sys.exit(main())

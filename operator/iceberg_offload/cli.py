@@ -13,10 +13,11 @@ def _ddl(args: argparse.Namespace) -> int:
     from iceberg_offload.core.settings import Settings
 
     settings = Settings.from_env()
+    root = ddl.ddl_root(settings.ddl_dir)
     if args.target == "clickhouse":
-        statements = ddl.clickhouse_statements()
+        statements = ddl.clickhouse_statements(root)
     else:
-        statements = ddl.iceberg_statements(settings.catalog.name, settings.catalog.namespace)
+        statements = ddl.iceberg_statements(settings.catalog.name, settings.catalog.namespace, root)
     if args.print:
         print(";\n\n".join(statements) + ";")
         return 0
@@ -24,12 +25,12 @@ def _ddl(args: argparse.Namespace) -> int:
         from iceberg_offload.adapters import clickhouse_io
 
         client = clickhouse_io.connect(settings.clickhouse)
-        clickhouse_io.apply_ddl(client)
+        clickhouse_io.apply_ddl(client, root)
     else:
-        from iceberg_offload.job.run import apply_iceberg_ddl, spark_session
+        from iceberg_offload.job.session import apply_iceberg_ddl, spark_session
 
         apply_iceberg_ddl(
-            spark_session(settings, "iceberg-offload-ddl"), settings.catalog.name, settings.catalog.namespace
+            spark_session(settings, "iceberg-offload-ddl"), settings.catalog.name, settings.catalog.namespace, root
         )
     print(f"applied {len(statements)} {args.target} statements")
     return 0
@@ -38,10 +39,10 @@ def _ddl(args: argparse.Namespace) -> int:
 def _reset(args: argparse.Namespace) -> int:
     from iceberg_offload.adapters import iceberg_io
     from iceberg_offload.core.settings import Settings
-    from iceberg_offload.job.run import _watermark_arg
+    from iceberg_offload.core.watermark import parse_watermark
 
     settings = Settings.from_env()
-    mark = _watermark_arg(args.to)
+    mark = parse_watermark(args.to)
     table = iceberg_io.load_table(iceberg_io.open_catalog(settings.catalog), args.table)
     current = iceberg_io.committed_watermark(table)
     print(f"{settings.catalog.name}.{args.table}: watermark {current or 'none'} -> {mark}")
@@ -104,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _reset(args)
     if args.command == "status":
         return _status(args)
-    from iceberg_offload.job.run import main as job_main
+    from iceberg_offload.job.cli import main as job_main
 
     return job_main([*args.args, *rest])
 

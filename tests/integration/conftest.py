@@ -37,7 +37,8 @@ from iceberg_offload.core.result import OffloadResult
 from iceberg_offload.core.settings import Settings, local_settings
 from iceberg_offload.core.tables import TableSpec, runbook_tables
 from iceberg_offload.core.watermark import Watermark
-from iceberg_offload.job.run import RunRequest, run_offload, spark_session
+from iceberg_offload.job.run import RunRequest, run_offload
+from iceberg_offload.job.session import spark_session
 from iceberg_offload.local.demo import feed_trades
 from iceberg_offload.local.runner import LocalStack, TableAudit, audit, local_stack, run_cycle, upstream_of
 from pyiceberg.catalog import Catalog

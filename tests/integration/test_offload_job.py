@@ -38,7 +38,8 @@ from iceberg_offload.core.result import (
 )
 from iceberg_offload.core.settings import to_env
 from iceberg_offload.core.watermark import INITIAL_WATERMARK, Watermark, WindowError, format_timestamp
-from iceberg_offload.job.run import RunRequest, main, run_offload
+from iceberg_offload.job.cli import main
+from iceberg_offload.job.run import RunRequest, run_offload
 
 REPO = Path(__file__).resolve().parents[2]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -14,7 +14,7 @@ from typing import Any
 
 from iceberg_offload.core.result import parse_result
 from iceberg_offload.core.settings import Settings, to_env
-from iceberg_offload.job.run import JDBC_JARS, iceberg_runtime_jar
+from iceberg_offload.job.session import JDBC_JARS, iceberg_runtime_jar
 from iceberg_offload.operator.decide import RunPlan
 from iceberg_offload.operator.manifests import job_arguments
 from iceberg_offload.operator.spec import parse_spec

@@ -7,8 +7,10 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from iceberg_offload import cli
 from iceberg_offload.adapters.ddl import clickhouse_statements, ddl_root, iceberg_statements, split_statements
 from iceberg_offload.core.mirror import COLUMNS as MIRROR_COLUMNS
+from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import CANDLE_INTERVALS, SpecError, runbook_tables
 
 REPO_DDL = Path(__file__).resolve().parents[2] / "ddl"
@@ -24,11 +26,6 @@ RUNBOOK_COLUMNS = [
     "failure_count",
     "last_error_message",
 ]
-
-
-@pytest.fixture(autouse=True)
-def _no_configured_ddl_dir(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("ICEBERG_OFFLOAD_DDL_DIR", raising=False)
 
 
 def _clickhouse_interval(interval: timedelta) -> str:
@@ -78,18 +75,43 @@ def test_split_statements_with_crlf_line_endings() -> None:
 
 def test_ddl_root_defaults_to_the_repository_ddl_directory() -> None:
     assert ddl_root() == REPO_DDL
+    assert ddl_root("") == REPO_DDL
 
 
-def test_ddl_root_honours_the_configured_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ddl_root_honours_the_configured_directory(tmp_path: Path) -> None:
     (tmp_path / "clickhouse").mkdir()
-    monkeypatch.setenv("ICEBERG_OFFLOAD_DDL_DIR", str(tmp_path))
-    assert ddl_root() == tmp_path
+    assert ddl_root(str(tmp_path)) == tmp_path
 
 
-def test_ddl_root_without_a_clickhouse_folder_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ICEBERG_OFFLOAD_DDL_DIR", str(tmp_path))
+def test_ddl_root_is_the_settings_ddl_dir(tmp_path: Path) -> None:
+    (tmp_path / "clickhouse").mkdir()
+    settings = Settings.from_env({"ICEBERG_OFFLOAD_DDL_DIR": str(tmp_path)})
+    assert ddl_root(settings.ddl_dir) == tmp_path
+
+
+def test_ddl_root_without_a_clickhouse_folder_fails(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="ICEBERG_OFFLOAD_DDL_DIR"):
-        ddl_root()
+        ddl_root(str(tmp_path))
+
+
+def test_the_ddl_is_not_read_from_the_environment_behind_the_settings_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Only Settings reads ICEBERG_OFFLOAD_*; whoever holds them passes ddl_dir on.
+    monkeypatch.setenv("ICEBERG_OFFLOAD_DDL_DIR", str(tmp_path))
+    assert ddl_root() == REPO_DDL
+    assert clickhouse_statements() == clickhouse_statements(REPO_DDL)
+    assert iceberg_statements("demo", "cold") == iceberg_statements("demo", "cold", REPO_DDL)
+
+
+def test_the_ddl_command_prints_the_ddl_of_the_configured_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "clickhouse").mkdir()
+    (tmp_path / "clickhouse" / "00_a.sql").write_text("CREATE TABLE a (x Int8) ENGINE = Memory;\n")
+    monkeypatch.setenv("ICEBERG_OFFLOAD_DDL_DIR", str(tmp_path))
+    assert cli.main(["ddl", "clickhouse", "--print"]) == 0
+    assert capsys.readouterr().out == "CREATE TABLE a (x Int8) ENGINE = Memory;\n"
 
 
 # --- ClickHouse DDL ---------------------------------------------------------------------------

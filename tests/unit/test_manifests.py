@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from iceberg_offload.core.settings import ClickHouseSettings, Settings, known_variables
 from iceberg_offload.core.tables import SpecError
-from iceberg_offload.job import run as offload_job
+from iceberg_offload.job import cli as offload_job
 from iceberg_offload.operator.decide import (
     ANNOTATION_WINDOW_TO,
     LABEL_ATTEMPT,

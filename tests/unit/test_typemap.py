@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,14 +15,18 @@ from iceberg_offload.core.typemap import (
     DOUBLE,
     FLOAT,
     INT,
+    PLAIN_TYPES,
+    PRIMITIVES,
     STRING,
     TIMESTAMP,
     IcebergType,
     TypeMappingError,
+    arrow_factory,
     check_target,
     decimal,
     map_column,
     quote_identifier,
+    spark_type,
 )
 
 PROPERTY = settings(max_examples=200, deadline=None)
@@ -257,3 +264,137 @@ def _unquote(quoted: str) -> str:
 @given(name=st.text(max_size=30))
 def test_quote_identifier_round_trips_and_cannot_be_escaped_from(name: str) -> None:
     assert _unquote(quote_identifier(name)) == name
+
+
+# --- the Iceberg side: Spark's names and the Arrow types ------------------------------------
+
+
+def test_the_named_types_are_the_primitives_of_the_table() -> None:
+    named = [TIMESTAMP, DATE, INT, BIGINT, FLOAT, DOUBLE, STRING, BOOLEAN]
+    assert sorted(t.name for t in named) == sorted(PRIMITIVES)
+    assert all(key == p.spark for key, p in PRIMITIVES.items())
+
+
+@pytest.mark.parametrize(
+    ("text", "iceberg_type"),
+    [
+        pytest.param("timestamp", TIMESTAMP, id="timestamp"),
+        pytest.param("bigint", BIGINT, id="bigint"),
+        pytest.param("boolean", BOOLEAN, id="boolean"),
+        pytest.param("decimal(18,8)", decimal(18, 8), id="decimal"),
+        pytest.param("decimal(38,0)", decimal(38, 0), id="decimal-38"),
+        pytest.param("timestamp_ntz", IcebergType("timestamp_ntz"), id="unwritten-kept-by-name"),
+        pytest.param("array<int>", IcebergType("array<int>"), id="nested-kept-by-name"),
+    ],
+)
+def test_spark_type_reads_the_name_spark_gives_a_column_type(text: str, iceberg_type: IcebergType) -> None:
+    assert spark_type(text) == iceberg_type
+
+
+@PROPERTY
+@given(
+    iceberg_type=st.one_of(
+        st.sampled_from([spark_type(name) for name in PRIMITIVES]),
+        st.integers(1, 38).flatmap(lambda p: st.integers(0, p).map(lambda s: decimal(p, s))),
+    )
+)
+def test_spark_type_reads_back_every_type_the_mapping_writes(iceberg_type: IcebergType) -> None:
+    assert spark_type(str(iceberg_type)) == iceberg_type
+
+
+@pytest.mark.parametrize(
+    ("iceberg_type", "factory"),
+    [
+        pytest.param(TIMESTAMP, ("timestamp", ("us", "UTC")), id="timestamp-us-utc"),
+        pytest.param(DATE, ("date32", ()), id="date"),
+        pytest.param(INT, ("int32", ()), id="int"),
+        pytest.param(BIGINT, ("int64", ()), id="bigint"),
+        pytest.param(FLOAT, ("float32", ()), id="float"),
+        pytest.param(DOUBLE, ("float64", ()), id="double"),
+        pytest.param(STRING, ("string", ()), id="string"),
+        pytest.param(BOOLEAN, ("bool_", ()), id="boolean"),
+        pytest.param(decimal(18, 8), ("decimal128", (18, 8)), id="decimal"),
+    ],
+)
+def test_arrow_factory_names_the_arrow_type_of_each_iceberg_type(
+    iceberg_type: IcebergType, factory: tuple[str, tuple[str | int, ...]]
+) -> None:
+    assert arrow_factory(iceberg_type) == factory
+
+
+@pytest.mark.parametrize("name", ["timestamp_ntz", "binary", "array<int>", "map<string,int>"])
+def test_arrow_factory_refuses_a_type_the_offload_does_not_write(name: str) -> None:
+    with pytest.raises(TypeMappingError, match=f"Iceberg column type {re.escape(name)} is not supported"):
+        arrow_factory(spark_type(name))
+
+
+@pytest.mark.parametrize("clickhouse_type", sorted(PLAIN_TYPES))
+def test_every_type_a_clickhouse_column_maps_to_has_an_arrow_type(clickhouse_type: str) -> None:
+    arrow_factory(map_column("c", clickhouse_type).iceberg_type)
+
+
+# --- ddl/TYPE_MAPPING.md agrees with the tables -----------------------------------------------
+
+DOC = Path(__file__).resolve().parents[2] / "ddl" / "TYPE_MAPPING.md"
+# A concrete type for each parametric (or bare) name the page writes.
+DOC_EXAMPLES = {
+    "DateTime64(p[, tz])": "DateTime64(3, 'UTC')",
+    "DateTime[(tz)]": "DateTime('UTC')",
+    "Decimal(P, S)": "Decimal(18, 8)",
+    "Decimal32/64/128(S)": "Decimal64(8)",
+    "FixedString(N)": "FixedString(16)",
+    "Enum8": "Enum8('a' = 1)",
+    "Enum16": "Enum16('a' = 1000)",
+    "Array": "Array(String)",
+    "Map": "Map(String, UInt64)",
+    "Tuple": "Tuple(a String)",
+    "AggregateFunction": "AggregateFunction(sum, UInt64)",
+}
+DOC_WRAPPERS = ("LowCardinality(T)", "Nullable(T)")  # "as T": MAPPING_TABLE above has their rows
+
+
+def _doc_rows() -> list[tuple[list[str], list[str], list[str]]]:
+    """(ClickHouse types, Iceberg types, casts) of each row of the page's mapping table."""
+    text = DOC.read_text()
+    table = text[text.index("| ClickHouse | Iceberg |") :].split("\n\n")[0].splitlines()[2:]
+    rows = []
+    for line in table:
+        cells = [re.findall(r"`([^`]*)`", cell) for cell in line.strip("|").split("|")]
+        rows.append((cells[0], cells[1], cells[2]))
+    return rows
+
+
+def _iceberg_name(iceberg_type: IcebergType) -> str:
+    return "decimal" if iceberg_type.name == "decimal" else PRIMITIVES[iceberg_type.name].iceberg
+
+
+def _cast(clickhouse_type: str) -> str:
+    """The SELECT expression of a column named c, written as the page writes it."""
+    return map_column("c", clickhouse_type).select_expr.removesuffix(" AS `c`").replace("`c`", "c")
+
+
+def test_the_page_lists_every_type_the_tables_know() -> None:
+    rows = _doc_rows()
+    clickhouse = {name for names, _, _ in rows for name in names}
+    iceberg = {name.split("(")[0] for _, names, _ in rows for name in names}
+    assert set(PLAIN_TYPES) <= clickhouse, "ClickHouse types of PLAIN_TYPES missing from the page"
+    assert set(DOC_EXAMPLES) <= clickhouse, "examples of names the page no longer writes"
+    assert {p.iceberg for p in PRIMITIVES.values()} | {"decimal"} <= iceberg
+
+
+@pytest.mark.parametrize(("clickhouse", "iceberg", "casts"), _doc_rows(), ids=lambda v: ",".join(v) or "-")
+def test_each_row_of_the_page_is_what_the_mapping_does(
+    clickhouse: list[str], iceberg: list[str], casts: list[str]
+) -> None:
+    if clickhouse[0] in DOC_WRAPPERS:
+        return
+    for i, name in enumerate(clickhouse):
+        concrete = DOC_EXAMPLES.get(name, name)
+        if not iceberg:
+            with pytest.raises(TypeMappingError):
+                map_column("c", concrete)
+            continue
+        expected = iceberg[i] if len(iceberg) == len(clickhouse) else iceberg[0]
+        assert _iceberg_name(map_column("c", concrete).iceberg_type) == expected.split("(")[0], name
+        # The page gives the cast of the row; a type the cast would leave as it is is read bare.
+        assert _cast(concrete) in ({"c", casts[0]} if casts else {"c"}), name

@@ -16,6 +16,7 @@ from iceberg_offload.core.watermark import (
     WindowError,
     format_timestamp,
     parse_timestamp,
+    parse_watermark,
     utc,
 )
 
@@ -259,3 +260,41 @@ def test_format_timestamp_round_trips_years_before_1000() -> None:
     value = datetime(999, 12, 31, 23, 59, 59, tzinfo=UTC)
     assert format_timestamp(value) == "0999-12-31T23:59:59.000000Z"
     assert parse_timestamp(format_timestamp(value)) == value
+
+
+# --- parse_watermark: the command line's TIMESTAMP[#SEQUENCE] -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        pytest.param("2024-03-01T12:00:00Z", Watermark(T0), id="timestamp-only"),
+        pytest.param("2024-03-01T12:00:00Z#42", Watermark(T0, 42), id="with-sequence"),
+        pytest.param("2024-03-01T14:00:00+02:00#7", Watermark(T0, 7), id="offset"),
+        pytest.param("2024-03-01T12:00:00#0", Watermark(T0), id="naive-is-utc"),
+        pytest.param("2024-03-01T12:00:00Z#", Watermark(T0), id="empty-sequence"),
+        pytest.param(f"1970-01-01T00:00:00Z#{SEQUENCE_MAX}", Watermark.end_of(EPOCH), id="end-of-epoch"),
+    ],
+)
+def test_parse_watermark(text: str, expected: Watermark) -> None:
+    assert parse_watermark(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        pytest.param("yesterday", id="not-a-timestamp"),
+        pytest.param("2024-03-01T12:00:00Z#x", id="sequence-not-a-number"),
+        pytest.param("2024-03-01T12:00:00Z#-1", id="negative-sequence"),
+        pytest.param(f"2024-03-01T12:00:00Z#{SEQUENCE_MAX + 1}", id="sequence-past-int64"),
+    ],
+)
+def test_parse_watermark_refuses_bad_text_with_a_value_error(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_watermark(text)
+
+
+@PROPERTY
+@given(instant=instants, sequence=sequences)
+def test_parse_watermark_reads_back_what_a_watermark_prints(instant: datetime, sequence: int) -> None:
+    assert parse_watermark(str(Watermark(instant, sequence))) == Watermark(instant, sequence)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
@@ -56,7 +57,6 @@ def describe(client: Client, source: SourceSpec) -> list[tuple[str, str]]:
 @dataclass(frozen=True)
 class WindowStats:
     rows: int
-    rows_at_upper: int
     max_sequence_at_upper: int | None
     first_timestamp: datetime | None = None
 
@@ -65,7 +65,7 @@ def window_stats(client: Client, source: SourceSpec, window: Window) -> WindowSt
     q = query.window_stats(source, window)
     rows, at_upper, max_seq, first = client.query(q.sql, parameters=q.parameters).result_rows[0]
     has_upper = int(at_upper) > 0 and source.sequence_column is not None
-    return WindowStats(int(rows), int(at_upper), int(max_seq) if has_upper else None, utc(first) if rows else None)
+    return WindowStats(int(rows), int(max_seq) if has_upper else None, utc(first) if rows else None)
 
 
 def read_window(
@@ -100,9 +100,10 @@ def write_mirror(client: Client, row: MirrorRow) -> None:
     client.command("OPTIMIZE TABLE offload_watermarks FINAL")
 
 
-def apply_ddl(client: Client) -> None:
-    """Create the watermark table and the nine source tables with their views (idempotent)."""
-    for statement in clickhouse_statements():
+def apply_ddl(client: Client, ddl_root: Path | None = None) -> None:
+    """Create the watermark table and the nine source tables with their views (idempotent), from
+    the DDL under `ddl_root` (default: the repository's ddl/)."""
+    for statement in clickhouse_statements(ddl_root):
         client.command(statement)
 
 

@@ -5,7 +5,6 @@ Pure logic apart from reading the files: no engine, catalog or network imports.
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
@@ -30,9 +29,9 @@ _ICEBERG_PARTITION = {
 }
 
 
-def ddl_root() -> Path:
-    """The ddl/ directory: ICEBERG_OFFLOAD_DDL_DIR, else the one beside the package's source tree."""
-    configured = os.environ.get("ICEBERG_OFFLOAD_DDL_DIR")  # Settings.ddl_dir
+def ddl_root(configured: str = "") -> Path:
+    """The ddl/ directory: the configured one (Settings.ddl_dir), else the one beside the package's
+    source tree."""
     root = Path(configured) if configured else Path(__file__).resolve().parents[3] / "ddl"
     if not (root / "clickhouse").is_dir():
         raise FileNotFoundError(f"DDL directory {root} has no clickhouse/ folder (set ICEBERG_OFFLOAD_DDL_DIR)")

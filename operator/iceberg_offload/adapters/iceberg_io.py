@@ -62,7 +62,6 @@ def committed_watermark(table: Table) -> Watermark | None:
 class RunCommit:
     snapshot_id: int
     added_records: int
-    watermark: Watermark | None
 
 
 def commit_of_run(table: Table, run_id: str) -> RunCommit | None:
@@ -71,7 +70,7 @@ def commit_of_run(table: Table, run_id: str) -> RunCommit | None:
         summary = _summary(snapshot)
         if summary.get(RUN_ID) == run_id:
             added = snapshot.summary.get("added-records") if snapshot.summary else None
-            return RunCommit(snapshot.snapshot_id, int(added or 0), newest_watermark([summary]))
+            return RunCommit(snapshot.snapshot_id, int(added or 0))
     return None
 
 

@@ -1,21 +1,7 @@
 """ClickHouse to Iceberg type mapping, applied by casting in the SELECT.
 
-Pure logic: no engine, catalog or network imports. The mapping (also in ddl/TYPE_MAPPING.md):
-
-| ClickHouse                         | Iceberg                | cast in the SELECT                  |
-|------------------------------------|------------------------|-------------------------------------|
-| DateTime64(p[, tz]), DateTime      | timestamptz (us)       | toDateTime64(c, 6, 'UTC')           |
-| Date, Date32                       | date                   | toDate32(c)                         |
-| Int8, Int16, Int32, UInt8, UInt16  | int                    | toInt32(c)                          |
-| Int64, UInt32                      | long                   | toInt64(c)                          |
-| UInt64                             | long                   | accurateCast(c, 'Int64'): fails on values >= 2^63 |
-| Float32 / Float64                  | float / double         | none                                |
-| Decimal(P, S), P <= 38             | decimal(P, S)          | none                                |
-| String, FixedString(N), UUID       | string                 | toString(c) for FixedString, UUID   |
-| Enum8, Enum16                      | string (the label)     | toString(c)                         |
-| Bool                               | boolean                | none                                |
-| LowCardinality(T)                  | as T                   | as T                                |
-| Nullable(T)                        | optional T             | as T; NOT NULL otherwise            |
+Pure logic: no engine, catalog or network imports. The tables below are the mapping's one
+source; ddl/TYPE_MAPPING.md documents them and a unit test holds the two together.
 """
 
 from __future__ import annotations
@@ -42,6 +28,30 @@ class IcebergType:
         return self.name
 
 
+@dataclass(frozen=True)
+class Primitive:
+    """An Iceberg primitive type the offload writes: its names, and the Arrow type its batches carry
+    as a pyarrow factory and its arguments (core stays pure: the job builds the Arrow type)."""
+
+    spark: str
+    iceberg: str
+    arrow: str
+    arrow_args: tuple[str, ...] = ()
+
+
+PRIMITIVES = {
+    p.spark: p
+    for p in (
+        Primitive("timestamp", "timestamptz", "timestamp", ("us", "UTC")),
+        Primitive("date", "date", "date32"),
+        Primitive("int", "int", "int32"),
+        Primitive("bigint", "long", "int64"),
+        Primitive("float", "float", "float32"),
+        Primitive("double", "double", "float64"),
+        Primitive("string", "string", "string"),
+        Primitive("boolean", "boolean", "bool_"),
+    )
+}
 TIMESTAMP = IcebergType("timestamp")
 DATE = IcebergType("date")
 INT = IcebergType("int")
@@ -50,6 +60,25 @@ FLOAT = IcebergType("float")
 DOUBLE = IcebergType("double")
 STRING = IcebergType("string")
 BOOLEAN = IcebergType("boolean")
+
+
+def spark_type(simple_string: str) -> IcebergType:
+    """An Iceberg column's type from Spark's name of it (`DataType.simpleString()`). A type the
+    offload does not write is kept by name, so that check_target can name it."""
+    if simple_string.startswith("decimal("):
+        precision, scale = simple_string[len("decimal(") : -1].split(",")
+        return IcebergType("decimal", int(precision), int(scale))
+    return IcebergType(simple_string)
+
+
+def arrow_factory(iceberg_type: IcebergType) -> tuple[str, tuple[str | int, ...]]:
+    """The pyarrow factory and arguments that build the Arrow type of an Iceberg column."""
+    if iceberg_type.name == "decimal":
+        return "decimal128", (iceberg_type.precision, iceberg_type.scale)
+    if iceberg_type.name not in PRIMITIVES:
+        raise TypeMappingError(f"Iceberg column type {iceberg_type} is not supported by the offload")
+    primitive = PRIMITIVES[iceberg_type.name]
+    return primitive.arrow, primitive.arrow_args
 
 
 def decimal(precision: int, scale: int) -> IcebergType:
@@ -73,7 +102,8 @@ _WRAPPER = re.compile(r"^(Nullable|LowCardinality)\((.*)\)$")
 _DECIMAL = re.compile(r"^Decimal\(\s*(\d+)\s*,\s*(\d+)\s*\)$")
 _DECIMAL_N = re.compile(r"^Decimal(32|64|128|256)\(\s*(\d+)\s*\)$")
 _DECIMAL_N_PRECISION = {"32": 9, "64": 18, "128": 38, "256": 76}
-_PLAIN = {
+# ClickHouse types without parameters: their Iceberg type and the cast ({c} is the column).
+PLAIN_TYPES = {
     "Int8": (INT, "toInt32({c})"),
     "Int16": (INT, "toInt32({c})"),
     "Int32": (INT, "{c}"),
@@ -113,8 +143,8 @@ def map_column(name: str, clickhouse_type: str) -> ColumnMapping:
 
 
 def _map_inner(name: str, full_type: str, inner: str) -> tuple[IcebergType, str]:
-    if inner in _PLAIN:
-        return _PLAIN[inner]
+    if inner in PLAIN_TYPES:
+        return PLAIN_TYPES[inner]
     if inner == "DateTime" or inner.startswith(("DateTime(", "DateTime64(")):
         return TIMESTAMP, "toDateTime64({c}, 6, 'UTC')"
     if inner.startswith(("Enum8(", "Enum16(")) or inner.startswith("FixedString("):

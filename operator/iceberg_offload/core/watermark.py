@@ -65,6 +65,12 @@ class Watermark:
 INITIAL_WATERMARK = Watermark(EPOCH, 0)
 
 
+def parse_watermark(text: str) -> Watermark:
+    """A watermark as written on a command line, TIMESTAMP or TIMESTAMP#SEQUENCE (as printed)."""
+    stamp, _, seq = text.partition("#")
+    return Watermark(parse_timestamp(stamp), int(seq) if seq else 0)
+
+
 @dataclass(frozen=True)
 class Window:
     """The rows with lower < (timestamp, sequence) <= upper."""

@@ -18,7 +18,8 @@ from iceberg_offload.core.result import OffloadResult
 from iceberg_offload.core.settings import Settings, local_settings
 from iceberg_offload.core.tables import TableSpec, layer_order
 from iceberg_offload.core.watermark import INITIAL_WATERMARK, Window
-from iceberg_offload.job.run import RunRequest, apply_iceberg_ddl, run_offload, spark_session
+from iceberg_offload.job.run import RunRequest, run_offload
+from iceberg_offload.job.session import apply_iceberg_ddl, spark_session
 from iceberg_offload.local.chhttp import ClickHouseHTTPServer
 
 log = logging.getLogger("iceberg_offload.local")

@@ -12,7 +12,7 @@ Operator and the kubelet would do for each SparkApplication the offload operator
    whose log could be read), ``submissionAttempts``, ``executionAttempts``,
    ``lastSubmissionAttemptTime``, ``terminationTime``, ``sparkApplicationId``, ``submissionID``;
 3. it EXECUTES the application: the real offload job,
-   ``iceberg_offload.job.run.main(spec.arguments, spark=<this process's warm session>,
+   ``iceberg_offload.job.cli.main(spec.arguments, spark=<this process's warm session>,
    settings=Settings.from_env(<the driver's environment>))``, with the environment resolved as a
    kubelet would (``env`` values, ``valueFrom.secretKeyRef`` read from the Secret,
    ``envFrom.configMapRef`` read from the ConfigMap; see :mod:`.kubelet`). The executors are the
@@ -381,7 +381,7 @@ class StandIn:
         """Run the offload job on the warm session: (succeeded, error message)."""
         from iceberg_offload.core.result import ResultError, parse_result
         from iceberg_offload.core.settings import Settings, SettingsError
-        from iceberg_offload.job.run import main as offload_main
+        from iceberg_offload.job.cli import main as offload_main
 
         spec = item.get("spec") or {}
         pod = f"{run.name}-driver"
@@ -469,10 +469,10 @@ class StandIn:
     def warm_up(self, password: str) -> None:
         """Start the Python worker daemon the runs will use (same environment) and import the
         job's executor side in it, so the first run does not pay for it."""
-        from iceberg_offload.job.run import PASSWORD_VARIABLE
+        from iceberg_offload.job.read import PASSWORD_VARIABLE
 
         def batches(items: Iterator[Any]) -> Iterator[Any]:  # pickled by value: no import of this module
-            import iceberg_offload.job.run  # noqa: F401  (what the executors import for a run)
+            import iceberg_offload.job.read  # noqa: F401  (what the executors import for a run)
 
             yield from items
 
@@ -556,7 +556,7 @@ def _local_stack(state_dir: Path, password: str, namespaces: list[str]) -> Itera
     """ClickHouse (embedded, password-protected, 127.0.0.1) and the Spark session; DDL of both."""
     from iceberg_offload.adapters import clickhouse_io
     from iceberg_offload.core.settings import local_settings
-    from iceberg_offload.job.run import apply_iceberg_ddl, spark_session
+    from iceberg_offload.job.session import apply_iceberg_ddl, spark_session
     from iceberg_offload.local.chhttp import ClickHouseHTTPServer
 
     (state_dir / "warehouse").mkdir(parents=True, exist_ok=True)

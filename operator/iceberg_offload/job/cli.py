@@ -1,0 +1,146 @@
+"""The job's command line (spark_jobs/offload.py, `iceberg-offload run`): arguments to a run
+request, the run, and its one result line."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+from pyspark.sql import SparkSession
+
+from iceberg_offload.adapters import clickhouse_io
+from iceberg_offload.core.mirror import scrub
+from iceberg_offload.core.result import RESULT_MARKER, OffloadResult
+from iceberg_offload.core.settings import Settings
+from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
+from iceberg_offload.core.typemap import TypeMappingError
+from iceberg_offload.core.watermark import WindowError, format_timestamp, parse_timestamp, parse_watermark
+from iceberg_offload.job.errors import OffloadError
+from iceberg_offload.job.run import RunRequest, record_failure, run_offload, secrets
+from iceberg_offload.job.session import spark_session
+
+log = logging.getLogger("iceberg_offload.job")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="offload",
+        description="Offload one window of a ClickHouse table into its Iceberg table, exactly once.",
+    )
+    p.add_argument("--table", required=True, help="the offloaded table's name (offload_watermarks.table_name)")
+    p.add_argument("--layer", default="bronze", choices=LAYERS)
+    p.add_argument("--source-database", default="default")
+    p.add_argument("--source-table", help="ClickHouse table or view (default: --table)")
+    p.add_argument("--timestamp-column", required=True)
+    p.add_argument("--sequence-column", help="orders rows that share a timestamp")
+    p.add_argument("--target", required=True, help="Iceberg table as <catalog>.<namespace>.<table>")
+    p.add_argument(
+        "--upstream",
+        action="append",
+        default=[],
+        metavar="NAME=CATALOG.NAMESPACE.TABLE",
+        help="a table this one waits for: never offload past its committed watermark",
+    )
+    p.add_argument("--buffer-seconds", type=int, default=300, help="offload only rows older than this (default 300)")
+    p.add_argument("--candle-seconds", type=int, help="candle interval: offload only closed candles")
+    p.add_argument(
+        "--from",
+        dest="window_from",
+        type=parse_watermark,
+        help="expected window start (checked against the committed watermark)",
+    )
+    p.add_argument(
+        "--to", dest="window_to", type=parse_timestamp, help="window end (inclusive); default now minus the buffer"
+    )
+    p.add_argument("--now", type=parse_timestamp, help="the clock, for replays and tests (default: now)")
+    p.add_argument("--run-id", help="run identifier recorded in the snapshot summary")
+    p.add_argument("--no-mirror", action="store_true", help="do not write offload_watermarks")
+    p.add_argument("--result-file", type=Path, help="also write the result JSON here")
+    return p
+
+
+def request_from_args(args: argparse.Namespace) -> RunRequest:
+    catalog, _, rest = args.target.partition(".")
+    namespace, _, table = rest.partition(".")
+    if not (catalog and namespace and table) or "." in table:
+        raise SpecError(f"--target {args.target!r} is not <catalog>.<namespace>.<table>")
+    upstream: dict[str, str] = {}
+    for item in args.upstream:
+        name, sep, identifier = item.partition("=")
+        if not sep or identifier.count(".") != 2:
+            raise SpecError(f"--upstream {item!r} is not NAME=<catalog>.<namespace>.<table>")
+        upstream[name] = identifier
+    if args.buffer_seconds < 0:
+        raise SpecError("--buffer-seconds must not be negative")
+    spec = TableSpec(
+        name=args.table,
+        layer=args.layer,
+        source=SourceSpec(
+            args.source_database, args.source_table or args.table, args.timestamp_column, args.sequence_column
+        ),
+        target=TargetSpec(catalog, namespace, table),
+        buffer=timedelta(seconds=args.buffer_seconds),
+        candle_interval=timedelta(seconds=args.candle_seconds) if args.candle_seconds else None,
+    )
+    if args.window_from and args.window_to and args.window_from.timestamp > args.window_to:
+        raise WindowError(f"--from {args.window_from} is after --to {format_timestamp(args.window_to)}")
+    request = RunRequest(
+        spec=spec,
+        upstream=upstream,
+        now=args.now,
+        requested_from=args.window_from,
+        requested_to=args.window_to,
+        mirror=not args.no_mirror,
+    )
+    return replace(request, run_id=args.run_id) if args.run_id else request
+
+
+def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None, settings: Settings | None = None) -> int:
+    """Run one table's offload and print its result line; exit 0 on success, 1 on failure, 2 on bad input."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    args = parser().parse_args(argv)
+    try:
+        settings = settings or Settings.from_env()
+        request = request_from_args(args)
+    except (ValueError, SpecError) as exc:
+        print(f"offload: error: {exc}", file=sys.stderr)
+        return 2
+    started = time.monotonic()
+    try:
+        session = spark or spark_session(settings, f"offload-{request.spec.name}")
+        result = run_offload(session, settings, request)
+    except Exception as exc:
+        message = scrub(_describe(exc), secrets(settings))
+        log.error("%s: run %s failed: %s", request.spec.name, request.run_id, message)
+        result = record_failure(settings, request, message, time.monotonic() - started)
+    _emit(result, args.result_file)
+    return 0 if result.outcome != "failed" else 1
+
+
+_ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
+def _describe(exc: BaseException) -> str:
+    """One line that says what went wrong. An error raised in the executors reaches the driver
+    wrapped in a Python worker's traceback: its last error line is the cause."""
+    if isinstance(exc, (OffloadError, WindowError, TypeMappingError, clickhouse_io.SourceError)):
+        return str(exc)
+    lines = str(exc).strip().splitlines()
+    causes = [m.group(2).strip() for m in map(_ERROR_LINE.match, lines) if m]
+    if "thrown from the Python worker" in str(exc) and causes:
+        return f"in a Spark executor: {causes[-1]}"[:1000]
+    return f"{type(exc).__name__}: {lines[0] if lines else ''}"
+
+
+def _emit(result: OffloadResult, result_file: Path | None) -> None:
+    line = result.to_line()
+    print(line, flush=True)
+    if result_file is not None:
+        result_file.write_text(line.removeprefix(RESULT_MARKER) + "\n")
