@@ -345,7 +345,7 @@ def operator_kubeconfig(cluster: Cluster, user: str, proxy: _Proxy, tmp_path: Pa
 
 def container_of(deployment: Mapping[str, Any]) -> Mapping[str, Any]:
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
-    return container
+    return dict(container)
 
 
 def start_operator(
@@ -587,7 +587,7 @@ def test_helm_install_then_operator_reconciles_as_its_service_account(
 
             def active() -> bool:
                 status = get_json(control_plane, ot_path(namespace, table)).get("status") or {}
-                return (status.get("activeRun") or {}).get("name") == name
+                return bool((status.get("activeRun") or {}).get("name") == name)
 
             wait_until(active, 20, "status.activeRun")
             wait_until(lambda: ("Normal", "RunStarted") in events_for(control_plane, namespace, table), 20, "event")
@@ -745,7 +745,9 @@ def test_two_replicas_one_active_one_standby(
 
             # With --peering kopf starts paused, and resumes when no peer has a higher priority.
             resumed = "Resuming operations after the pause"
-            wait_until(lambda: peers() and resumed in first.text(), 60, lambda: f"replica-a active:\n{first.tail()}")
+            wait_until(
+                lambda: bool(peers()) and resumed in first.text(), 60, lambda: f"replica-a active:\n{first.tail()}"
+            )
             second = start_operator(
                 deployment,
                 operator_kubeconfig(control_plane, user, proxy_b, tmp_path),
@@ -900,5 +902,5 @@ def test_chart_release_completes_a_run_with_the_spark_operator_standin(
     for call in calls:
         attributes = call.attributes
         if attributes is not None:
-            group, resource, verb, _, name = attributes
-            assert call.status != 403 and rule_grants(role["rules"], group, resource, verb, name), call
+            group, resource, verb, _, object_name = attributes
+            assert call.status != 403 and rule_grants(role["rules"], group, resource, verb, object_name), call

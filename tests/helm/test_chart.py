@@ -253,7 +253,7 @@ def test_deployment_is_hardened(helm: Path, tmp_path: Path) -> None:
     assert pod["securityContext"]["runAsUser"] == 10001
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     sc = c["securityContext"]
-    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001 != 0
+    assert sc["runAsNonRoot"] is True and sc["runAsUser"] == 10001
     assert sc["readOnlyRootFilesystem"] is True
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["privileged"] is False

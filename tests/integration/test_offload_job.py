@@ -575,7 +575,7 @@ def test_bad_input_fails_clearly_and_changes_nothing(
     if expected_code == 1 and case != "unreachable_clickhouse":
         # The runbook sees the failure: recorded under the run's table name, watermark untouched.
         assert failure is not None and failure.status == "failed" and failure.failure_count == 1, failure
-        assert failure.last_error_message == result.error
+        assert result is not None and failure.last_error_message == result.error
         assert failure.last_offload_timestamp == INITIAL_WATERMARK.timestamp
     else:
         assert failure is None, f"{case}: {failure}"
@@ -745,6 +745,7 @@ def test_downstream_tables_never_pass_their_upstream_watermarks(make_env: Any, b
     # Kraken behind Binance: silver stops at Kraken's watermark.
     kraken = env.run("bronze_trades_kraken", now - timedelta(minutes=10))
     result = silver()
+    assert result.watermark is not None and kraken.watermark is not None
     assert result.outcome == "committed" and result.watermark.timestamp == kraken.watermark.timestamp, result
     assert result.watermark == expected_bronze_mark(env, "silver_trades", now - timedelta(minutes=10))
     assert env.audit(["silver_trades"])["silver_trades"].matches

@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from iceberg_offload.core.settings import ClickHouseSettings, Settings, known_variables
 from iceberg_offload.core.tables import SpecError
 from iceberg_offload.job import cli as offload_job
+from iceberg_offload.job.run import RunRequest
 from iceberg_offload.operator.decide import (
     ANNOTATION_WINDOW_TO,
     LABEL_ATTEMPT,
@@ -96,7 +97,7 @@ def manifest(spec: OffloadTableSpec = SPEC, plan: RunPlan = PLAN, **kwargs: Any)
     )
 
 
-def parsed_request(args: list[str]) -> offload_job.RunRequest:
+def parsed_request(args: list[str]) -> RunRequest:
     return offload_job.request_from_args(offload_job.parser().parse_args(args))
 
 
