@@ -306,8 +306,8 @@ def test_to_env_round_trips(s: Settings) -> None:
     assert catalog_from(env, "ConfigMap c") == s.catalog
 
 
-def test_the_ddl_directory_variable_read_by_ddl_root_is_a_setting(tmp_path: Path) -> None:
-    # ddl.ddl_root() reads ICEBERG_OFFLOAD_DDL_DIR; the settings must not refuse it as unknown
+def test_the_ddl_directory_is_a_setting(tmp_path: Path) -> None:
+    # ICEBERG_OFFLOAD_DDL_DIR reaches ddl_root() through Settings.ddl_dir; it must not be refused as unknown
     # (`iceberg-offload ddl` reads Settings.from_env() before rendering the DDL).
     assert "ICEBERG_OFFLOAD_DDL_DIR" in known_variables()
     assert Settings.from_env({"ICEBERG_OFFLOAD_DDL_DIR": str(tmp_path)}).ddl_dir == str(tmp_path)
