@@ -9,6 +9,11 @@ clock. Everything that needs a schedule slot is therefore started together, in o
 fixture: the runbook's nine tables (two cycles), a suspended table and a table whose schedule is
 changed later. Each has its own namespace, operator, ClickHouse database and Iceberg namespace;
 the tests then check each of them, waiting only for what has not happened yet.
+
+The runbook's two cycles are two one-minute slots, the second set once the first cycle has
+completed: a dependent table's due slot is always the newest one, so on an every-minute schedule
+a machine too busy to finish bronze, silver and gold within a minute would keep gold waiting for
+ever. One slot at a time, every layer runs each cycle however long the chain takes.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import re
 import time
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -68,7 +73,7 @@ RUNBOOK = (
 BRONZE = RUNBOOK[:2]
 GOLD = RUNBOOK[3:]
 TABLE = "binance"  # the single table of the suspend and schedule-change scenarios
-# Up to a minute to the first slot, a minute to the second, and the chain (longer on a busy machine).
+# Up to a minute to a cycle's slot, and the chain (longer on a busy machine).
 CYCLE_TIMEOUT = 600.0
 
 
@@ -80,14 +85,20 @@ class Worlds:
     bad_specs: Scenario
     feeder: Feeder
     specs: dict[str, dict[str, Any]]  # the runbook's OffloadTable specs as applied
+    first_slot: datetime  # the runbook's first cycle
 
 
-def _away_from_minute_boundary() -> None:
-    """Apply manifests well inside a minute, so that all nine tables share their first slot."""
-    now = utc_now()
-    second = now.second + now.microsecond / 1e6
-    if second > 56:
-        time.sleep(61 - second)
+def one_slot(at: datetime) -> str:
+    """A schedule whose one slot this year is the minute ``at`` (UTC, the tables' time zone)."""
+    return f"{at.minute} {at.hour} {at.day} {at.month} *"
+
+
+def _schedule_runbook(s: Scenario, standin: StandInProcess, schedule: str) -> list[dict[str, Any]]:
+    """``kubectl apply`` the runbook's nine tables, localized, on ``schedule``."""
+    tables = [localize(doc, standin, schedule=schedule, safety_buffer="10s") for doc in runbook_manifests()]
+    assert [t["metadata"]["name"] for t in tables] == list(RUNBOOK), "examples/ changed: update this test"
+    s.apply(tables)
+    return tables
 
 
 def _single_table_world(cluster: Any, standin: StandInProcess, label: str, workdir: Path, **spec: Any) -> Scenario:
@@ -147,10 +158,11 @@ def worlds(control_plane: Any, standin: StandInProcess, tmp_path_factory: pytest
         feed_trades(clickhouse, history, now)
         feeder = Feeder(standin.clickhouse(), now).start()
         runbook.apply_connections()
-        tables = [localize(doc, standin, schedule=EVERY_MINUTE, safety_buffer="10s") for doc in runbook_manifests()]
-        assert [t["metadata"]["name"] for t in tables] == list(RUNBOOK), "examples/ changed: update this test"
-        _away_from_minute_boundary()
-        runbook.apply(tables)
+        # Created without a slot, then given their first: the minute after the last of them was
+        # created (due at once if it has passed by the time the change lands).
+        _schedule_runbook(runbook, standin, FAR_AWAY)
+        first_slot = next_minute(max(parse_time(t["metadata"]["creationTimestamp"]) for t in runbook.tables()))
+        tables = _schedule_runbook(runbook, standin, one_slot(first_slot))
         runbook.start_operator()
         # The scenarios that need a schedule slot go at the same time (their waits overlap).
         suspend = _single_table_world(
@@ -162,7 +174,7 @@ def worlds(control_plane: Any, standin: StandInProcess, tmp_path_factory: pytest
         bad_specs = _bad_specs_world(control_plane, standin, workdir / "bad-specs")
         made.append(bad_specs)
         specs = {t["metadata"]["name"]: t["spec"] for t in tables}
-        yield Worlds(runbook, suspend, schedule, bad_specs, feeder, specs)
+        yield Worlds(runbook, suspend, schedule, bad_specs, feeder, specs, first_slot)
     finally:
         if feeder is not None:
             feeder.stop()
@@ -193,18 +205,24 @@ def cycles(worlds: Worlds, standin: StandInProcess) -> Cycles:
     """Waits for two completed cycles of all nine tables (the operator's status included)."""
     s = worlds.runbook
 
-    def two_cycles() -> dict[str, list[RunRecord]] | None:
-        worlds.feeder.check()
-        done = _completed(standin, s.namespace)
-        if any(len(runs) < 2 for runs in done.values()):
-            return None
-        for name, runs in done.items():
-            last = s.status(name).get("lastRun") or {}
-            if last.get("name") not in [r.name for r in runs[1:]]:
-                return None  # the operator has not recorded the second cycle yet
-        return done
+    def cycle(number: int) -> Callable[[], dict[str, list[RunRecord]] | None]:
+        def completed() -> dict[str, list[RunRecord]] | None:
+            worlds.feeder.check()
+            done = _completed(standin, s.namespace)
+            if any(len(runs) < number for runs in done.values()):
+                return None
+            for name, runs in done.items():
+                last = s.status(name).get("lastRun") or {}
+                if last.get("name") not in [r.name for r in runs[number - 1 :]]:
+                    return None  # the operator has not recorded this cycle yet
+            return done
 
-    done = s.wait(two_cycles, timeout=CYCLE_TIMEOUT, what="two completed cycles of the nine runbook tables")
+        return completed
+
+    s.wait(cycle(1), timeout=CYCLE_TIMEOUT, what="the first completed cycle of the nine runbook tables")
+    # The second slot: this minute if the first cycle took longer than one, else the next minute.
+    _schedule_runbook(s, standin, one_slot(max(minute_of(utc_now()), next_minute(worlds.first_slot))))
+    done = s.wait(cycle(2), timeout=CYCLE_TIMEOUT, what="the second completed cycle of the nine runbook tables")
     failed = [r for r in standin.runs(s.namespace) if r.state == "FAILED"]
     assert not failed, f"runs failed: {[(r.name, r.error) for r in failed]}"
     return Cycles({name: runs[:2] for name, runs in done.items()})
