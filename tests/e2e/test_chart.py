@@ -43,6 +43,7 @@ from typing import Any
 import pytest
 import yaml
 from cluster import Cluster, ControlPlane
+from standin.harness import FAR_AWAY, RUN_TIMEOUT
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "iceberg-offload"
@@ -456,7 +457,13 @@ def install_values(tmp_path: Path, **overrides: Any) -> dict[str, Any]:
     values: dict[str, Any] = {
         "operator": {"mirror": False},
         "rbac": {"secretNames": ["clickhouse-offload", "iceberg-catalog"]},
-        "runbookTables": {"enabled": True, "clickhouse": {"host": "127.0.0.1", "port": free_port()}},
+        # A far-away schedule (the chart's is every 15 minutes): every run is one a test asked for,
+        # whichever quarter hour it runs in.
+        "runbookTables": {
+            "enabled": True,
+            "schedule": FAR_AWAY,
+            "clickhouse": {"host": "127.0.0.1", "port": free_port()},
+        },
         "catalogConfigMap": {
             "create": True,
             "uri": f"jdbc:sqlite:{tmp_path / 'catalog.db'}",
@@ -840,6 +847,7 @@ def test_chart_release_completes_a_run_with_the_spark_operator_standin(
         },
         runbookTables={
             "enabled": True,
+            "schedule": FAR_AWAY,
             "safetyBuffer": "10s",
             "clickhouse": {
                 "host": "127.0.0.1",
@@ -877,7 +885,7 @@ def test_chart_release_completes_a_run_with_the_spark_operator_standin(
                 status = s.status(table)
                 return status if (status.get("lastRun") or {}).get("outcome") in ("Succeeded", "Failed") else None
 
-            status = s.wait(committed, timeout=120, what="the run recorded", table=table)
+            status = s.wait(committed, timeout=RUN_TIMEOUT, what="the run recorded", table=table)
         finally:
             operator.stop()
         calls = list(proxy.calls)

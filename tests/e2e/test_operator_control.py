@@ -14,6 +14,7 @@ from typing import Any
 
 from standin.harness import (
     FAR_AWAY,
+    RUN_TIMEOUT,
     Scenario,
     bronze_table,
     condition,
@@ -95,14 +96,14 @@ def test_manual_trigger_starts_one_run_per_value_and_forbid_waits(scenario: Call
     s.standin.release(s.namespace)
     s.wait(
         lambda: len(s.apps(TABLE)) == 2 and s.status(TABLE).get("lastTrigger") == "two",
-        timeout=60,
+        timeout=RUN_TIMEOUT,
         what="the run of trigger 'two' after the first run finished",
         table=TABLE,
     )
     second = s.apps(TABLE)[1]["metadata"]["name"]
     done = s.wait(
         lambda: (r := last_run(s)).get("name") == second and r.get("outcome") in ("Succeeded", "Failed") and r,
-        timeout=60,
+        timeout=RUN_TIMEOUT,
         what=f"{second} recorded as the last run",
         table=TABLE,
     )
@@ -118,7 +119,7 @@ def test_manual_trigger_starts_one_run_per_value_and_forbid_waits(scenario: Call
     third = s.apps(TABLE)[2]["metadata"]["name"]
     s.wait(
         lambda: (r := last_run(s)).get("name") == third and r.get("outcome") == "Succeeded",
-        timeout=60,
+        timeout=RUN_TIMEOUT,
         what=f"{third} succeeded",
         table=TABLE,
     )
@@ -156,7 +157,7 @@ def test_operator_killed_mid_run_follows_the_run_after_restart(scenario: Callabl
     s.standin.release(s.namespace)
     done = s.wait(
         lambda: (r := s.status(TABLE).get("lastRun") or {}).get("name") == name and r.get("outcome") and r,
-        timeout=60,
+        timeout=RUN_TIMEOUT,
         what=f"{name} recorded by the restarted operator",
         table=TABLE,
     )

@@ -21,6 +21,7 @@ from iceberg_offload.core.watermark import INITIAL_WATERMARK, Window
 from standin.harness import (
     EXAMPLES,
     FAR_AWAY,
+    RUN_TIMEOUT,
     Scenario,
     bronze_table,
     condition,
@@ -59,7 +60,7 @@ def test_failing_run_is_retried_reported_and_recovers_when_the_spec_is_fixed(
     # Two attempts, both failing; then the table is Failing and nothing more is tried.
     s.wait(
         lambda: condition(s.table(TABLE), "Failing").get("status") == "True",
-        timeout=90,
+        timeout=2 * RUN_TIMEOUT,
         what="Failing=True after two failed attempts",
         table=TABLE,
     )
@@ -109,7 +110,7 @@ def test_failing_run_is_retried_reported_and_recovers_when_the_spec_is_fixed(
             (s.status(TABLE).get("lastRun") or {}).get("name") == third["metadata"]["name"]
             and s.status(TABLE)["lastRun"]["outcome"] == "Succeeded"
         ),
-        timeout=60,
+        timeout=RUN_TIMEOUT,
         what="the attempt after the fix to succeed",
         table=TABLE,
     )

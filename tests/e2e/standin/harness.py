@@ -35,7 +35,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Self, TypeVar
 
@@ -60,9 +60,22 @@ OFFLOAD_CRD = REPO / "crds" / "offloadtables.offload.k2.io.yaml"
 OFFLOAD_CRD_NAME = "offloadtables.offload.k2.io"
 GROUP_VERSION = "offload.k2.io/v1alpha1"
 SPARK_GROUP_VERSION = "sparkoperator.k8s.io/v1beta2"
-FAR_AWAY = "0 0 1 1 *"  # once a year: no scheduled run during a test
 EVERY_MINUTE = "* * * * *"
+#: How long one offload may take, queued on the stand-in's one Spark slot and run, on a busy
+#: machine (the session's first one also pays Spark's warm-up): a bound for waits, never a claim.
+RUN_TIMEOUT = 300.0
 BRONZE = ("bronze_trades_binance", "bronze_trades_kraken")
+
+
+def far_away_schedule(today: date) -> str:
+    """Once a year, on the day half a year from ``today``: no slot falls during a test session,
+    whatever the date (a fixed day, such as 1 January, is due in a session that spans it and is
+    less than a day away on the day before)."""
+    day = today + timedelta(days=182)
+    return f"0 0 {min(day.day, 28)} {day.month} *"
+
+
+FAR_AWAY = far_away_schedule(datetime.now(UTC).date())
 
 
 def scrub(text: str, secrets: Iterable[str]) -> str:
@@ -502,8 +515,26 @@ def parse_time(text: str) -> datetime:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
 
 
+def minute_of(value: datetime) -> datetime:
+    return value.replace(second=0, microsecond=0)
+
+
 def next_minute(value: datetime) -> datetime:
-    return value.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    return minute_of(value) + timedelta(minutes=1)
+
+
+def slot_of(app: Mapping[str, Any]) -> datetime:
+    """The schedule slot a SparkApplication was created for (its ``offload.k2.io/slot`` label)."""
+    label = app["metadata"]["labels"]["offload.k2.io/slot"]
+    return datetime.strptime(label, "%Y%m%d%H%M").replace(tzinfo=UTC)
+
+
+def created_at(obj: Mapping[str, Any]) -> datetime:
+    return parse_time(obj["metadata"]["creationTimestamp"])
+
+
+#: The events the operator posts when it records a finished run, by the outcome it records.
+FINISHED_EVENTS = {"RunSucceeded": "Succeeded", "RunSkipped": "Skipped", "RunFailed": "Failed"}
 
 
 @dataclass
@@ -619,6 +650,20 @@ class Scenario:
     def events(self, name: str | None = None) -> list[dict[str, Any]]:
         items = self._get(f"/api/v1/namespaces/{self.namespace}/events")["items"]
         return [e for e in items if name is None or e["involvedObject"].get("name") == name]
+
+    def recorded_outcome(self, table: str, run: str) -> str | None:
+        """The outcome the operator recorded for the finished run ``run`` (None: not recorded yet).
+
+        From ``status.lastRun`` while it is that run, else from the event posted when it was
+        recorded: on a fast schedule a newer run may already have finished and taken lastRun."""
+        last = self.status(table).get("lastRun") or {}
+        if last.get("name") == run:
+            return str(last.get("outcome"))
+        for event in self.events(table):
+            outcome = FINISHED_EVENTS.get(event.get("reason", ""))
+            if outcome and re.match(rf"{re.escape(run)}[ :]", event.get("message") or ""):
+                return outcome
+        return None
 
     def patch_table(self, name: str, patch: Mapping[str, Any]) -> None:
         """``kubectl patch offloadtable <name> --type merge``."""
