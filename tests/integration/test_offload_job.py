@@ -425,7 +425,7 @@ def test_crash_after_commit_then_rerun(make_env: Any, base: datetime, capsys: An
     job_env = {
         **os.environ,
         **to_env(env.settings),
-        "ICEBERG_OFFLOAD_FAILPOINT": "after-commit",
+        "ICEBERG_OFFLOAD_FAILPOINT": "committed",
         "ICEBERG_OFFLOAD_SPARK_MASTER": "local[1]",
     }
     done = subprocess.run(

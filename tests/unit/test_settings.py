@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from iceberg_offload.core.settings import (
+    FAILPOINTS,
     PREFIX,
     CatalogSettings,
     ClickHouseSettings,
@@ -105,7 +106,7 @@ def test_from_env_reads_the_process_environment_by_default(monkeypatch: pytest.M
         pytest.param("SPARK_MASTER", "local[4]", ("spark_master",), "local[4]", id="SPARK_MASTER"),
         pytest.param("SUBWINDOW_MAX", "32", ("subwindow_max",), 32, id="SUBWINDOW_MAX"),
         pytest.param("SUBWINDOW_MINUTES", "5", ("subwindow_minutes",), 5, id="SUBWINDOW_MINUTES"),
-        pytest.param("FAILPOINT", "after-commit", ("failpoint",), "after-commit", id="FAILPOINT"),
+        pytest.param("FAILPOINT", "committed", ("failpoint",), "committed", id="FAILPOINT"),
     ],
 )
 def test_each_variable_is_read(variable: str, raw: str, path: tuple[str, ...], value: Any) -> None:
@@ -292,7 +293,7 @@ all_settings = st.builds(
     spark_master=_text,
     subwindow_max=_positive,
     subwindow_minutes=_positive,
-    failpoint=st.sampled_from(["", "after-commit"]),
+    failpoint=st.sampled_from(["", *FAILPOINTS]),
 )
 
 

@@ -16,6 +16,9 @@ T = TypeVar("T")
 
 PREFIX = "ICEBERG_OFFLOAD_"
 CATALOG_PREFIX = f"{PREFIX}CATALOG_"
+# Where a run can be made to die, for crash tests: after planning its window, in the middle of
+# reading it, after writing its rows unpublished, after publishing them (before the mirror).
+FAILPOINTS = ("planned", "mid-read", "staged", "committed")
 
 
 class SettingsError(ValueError):
@@ -65,7 +68,7 @@ class Settings:
     subwindow_minutes: int = 15
     # Where ddl/ is (default: beside the package's source tree; the image sets it).
     ddl_dir: str = ""
-    # Testing crash recovery only: "after-commit" ends the run right after its Iceberg commit.
+    # Testing crash recovery only: the run dies (exit 137, no clean-up) at this point (FAILPOINTS).
     failpoint: str = ""
     # The operator: how often each OffloadTable is reconciled, and run defaults.
     reconcile_seconds: int = 10
@@ -162,8 +165,10 @@ def _validate(cls: type[Any], prefix: str, values: Mapping[str, Any]) -> None:
         raise SettingsError(
             f"{var('uri')}: expected jdbc:sqlite:<path> or jdbc:postgresql://host:port/db, got {values['uri']!r}"
         )
-    if "failpoint" in values and values["failpoint"] not in ("", "after-commit"):
-        raise SettingsError(f"{var('failpoint')}: expected 'after-commit' or nothing, got {values['failpoint']!r}")
+    if "failpoint" in values and values["failpoint"] not in ("", *FAILPOINTS):
+        raise SettingsError(
+            f"{var('failpoint')}: expected one of {', '.join(FAILPOINTS)} or nothing, got {values['failpoint']!r}"
+        )
     for name in ("subwindow_max", "subwindow_minutes", "connect_timeout", "query_timeout", "reconcile_seconds"):
         if name in values and values[name] < 1:
             raise SettingsError(f"{var(name)}: expected a positive integer, got {values[name]}")

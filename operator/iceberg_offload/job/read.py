@@ -4,6 +4,7 @@ sub-window from ClickHouse, conformed to the target schema."""
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 
@@ -18,6 +19,7 @@ from iceberg_offload.core.watermark import Watermark, Window, format_timestamp, 
 from iceberg_offload.job.errors import OffloadError
 
 PASSWORD_VARIABLE = "ICEBERG_OFFLOAD_CLICKHOUSE_PASSWORD"
+FAILPOINT_VARIABLE = "ICEBERG_OFFLOAD_FAILPOINT"
 BOUNDS = "lo_ts string, lo_seq long, hi_ts string, hi_seq long"
 
 
@@ -55,8 +57,15 @@ def read_subwindows(
                 )
                 for records in clickhouse_io.read_window(client, source, columns, window):
                     yield conform(records, target)
+                    _mid_read_failpoint()
     finally:
         client.close()
+
+
+def _mid_read_failpoint() -> None:
+    """Crash tests only: the whole job (its process group: driver and workers) dies mid-read."""
+    if os.environ.get(FAILPOINT_VARIABLE) == "mid-read":
+        os.killpg(os.getpgrp(), signal.SIGKILL)
 
 
 def conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:

@@ -63,6 +63,21 @@ class RunRequest:
     requested_from: Watermark | None = None
     requested_to: datetime | None = None
     mirror: bool = True
+    # Called as the run passes each point of PHASES: lets a test interleave runs or end one there.
+    on_phase: Callable[[str], None] | None = None
+
+
+# The points a run passes, in order: window planned (nothing written), rows written but not yet
+# visible, rows and watermark committed (the mirror not yet updated).
+PHASES = ("planned", "staged", "committed")
+
+
+def _phase(settings: Settings, request: RunRequest, name: str) -> None:
+    if request.on_phase is not None:
+        request.on_phase(name)
+    if settings.failpoint == name:
+        log.warning("failpoint %s: the run dies here", name)
+        os._exit(137)
 
 
 def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) -> OffloadResult:
@@ -90,6 +105,7 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
             requested_to=request.requested_to,
         )
         plan = plan_window(committed, bound, requested_from=request.requested_from)
+        _phase(settings, request, "planned")
         if plan.window is None:
             result = _skipped(request, plan, started)
         else:
@@ -159,9 +175,7 @@ def _commit_window(
     commit = spark_commit_of_run(spark, target, request.run_id)
     if commit is None:
         raise OffloadError(f"the append to {target} finished but no snapshot carries run id {request.run_id}")
-    if settings.failpoint == "after-commit":
-        log.warning("failpoint after-commit: ending the run before the mirror update")
-        os._exit(137)
+    _phase(settings, request, "committed")
     snapshot_id, added = commit
     log.info("%s: committed %d rows in snapshot %d, watermark %s", spec.name, added, snapshot_id, effective.upper)
     return OffloadResult(
