@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                 stack.spark.table(backlog.target.identifier).schema,
                 backlog,
             )
-            q = query.select_window(source, columns, Window(INITIAL_WATERMARK, Watermark.end_of(end)))
+            q = query.select_window(source, columns, Window(INITIAL_WATERMARK, Watermark(end)))
             arrow, seconds = timed(lambda: stack.clickhouse.query_arrow(q.sql, parameters=q.parameters))
             if arrow.num_rows != rows:
                 raise SystemExit(f"ClickHouse returned {arrow.num_rows} rows, expected {rows}")

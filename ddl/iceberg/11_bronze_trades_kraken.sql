@@ -15,6 +15,8 @@ PARTITIONED BY (days(exchange_timestamp))
 TBLPROPERTIES (
     'format-version' = '2',
     'write.distribution-mode' = 'hash',
-    'write.parquet.compression-codec' = 'zstd'
+    'write.parquet.compression-codec' = 'zstd',
+    -- A run stages its snapshot and publishes it by compare-and-swap (write-audit-publish).
+    'write.wap.enabled' = 'true'
 );
 ALTER TABLE {catalog}.{namespace}.bronze_trades_kraken WRITE ORDERED BY exchange_timestamp, sequence;

@@ -39,18 +39,32 @@ def _ddl(args: argparse.Namespace) -> int:
 def _reset(args: argparse.Namespace) -> int:
     from iceberg_offload.adapters import iceberg_io
     from iceberg_offload.core.settings import Settings
-    from iceberg_offload.core.watermark import parse_watermark
+    from iceberg_offload.core.watermark import parse_position
 
-    settings = Settings.from_env()
-    mark = parse_watermark(args.to)
-    table = iceberg_io.load_table(iceberg_io.open_catalog(settings.catalog), args.table)
-    current = iceberg_io.committed_watermark(table)
-    print(f"{settings.catalog.name}.{args.table}: watermark {current or 'none'} -> {mark}")
+    try:
+        settings = Settings.from_env()
+        mark = parse_position(args.to, "--to")
+        table = iceberg_io.load_table(iceberg_io.open_catalog(settings.catalog), args.table)
+        plan = iceberg_io.plan_reset(table, mark)
+    except (ValueError, iceberg_io.TargetError) as exc:
+        print(f"iceberg-offload: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{settings.catalog.name}.{plan.table}: watermark {plan.previous or 'none'} -> {mark}")
+    print(
+        f"deletes {plan.rows_to_delete} of {plan.rows} rows ({plan.timestamp_column} >= {mark}) in "
+        f"{plan.files_to_change} data files of snapshot {plan.snapshot_id}, and stamps the watermark, in one commit"
+    )
     if not args.yes:
-        print("dry run: rows after the new watermark would be deleted; repeat with --yes to do it")
+        print("dry run: nothing changed; repeat with --yes to do it")
         return 0
-    done = iceberg_io.reset_watermark(table, args.timestamp_column, args.sequence_column, mark, args.reason)
-    print(f"watermark is now {done.watermark}; rows {done.rows_before} -> {done.rows_after}")
+    try:
+        done = iceberg_io.reset_watermark(table, plan, args.reason)
+    except iceberg_io.TargetError as exc:
+        print(f"iceberg-offload: error: {exc}", file=sys.stderr)
+        return 1
+    print(
+        f"watermark is now {done.watermark}; rows {done.rows_before} -> {done.rows_after} (snapshot {done.snapshot_id})"
+    )
     print(
         "the next run offloads the rows after it again (trigger one: kubectl annotate ot ... offload.k2.io/trigger=...)"
     )
@@ -83,12 +97,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     d.add_argument("--print", action="store_true", help="print the statements instead of applying them")
     st = sub.add_parser("status", help="committed watermark and row count of Iceberg tables (pyiceberg)")
     st.add_argument("tables", nargs="*", help="<namespace>.<table> (default: every table of the namespace)")
-    r = sub.add_parser("reset", help="move a table's watermark back, deleting the rows after it, in one commit")
+    r = sub.add_parser("reset", help="move a table's watermark back, deleting the rows from it on, in one commit")
     r.add_argument("--table", required=True, help="Iceberg table as <namespace>.<table>")
-    r.add_argument("--timestamp-column", required=True)
-    r.add_argument("--sequence-column")
     r.add_argument(
-        "--to", required=True, help="new watermark: TIMESTAMP or TIMESTAMP#SEQUENCE (1970-01-01T00:00:00Z: all)"
+        "--to",
+        required=True,
+        help="new watermark, a timestamp: the rows from it on are deleted and offloaded again (the epoch: all)",
     )
     r.add_argument("--reason", default="manual reset", help="recorded in the snapshot summary")
     r.add_argument("--yes", action="store_true", help="do it (without: say what would happen)")

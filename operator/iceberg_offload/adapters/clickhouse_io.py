@@ -57,15 +57,13 @@ def describe(client: Client, source: SourceSpec) -> list[tuple[str, str]]:
 @dataclass(frozen=True)
 class WindowStats:
     rows: int
-    max_sequence_at_upper: int | None
     first_timestamp: datetime | None = None
 
 
 def window_stats(client: Client, source: SourceSpec, window: Window) -> WindowStats:
     q = query.window_stats(source, window)
-    rows, at_upper, max_seq, first = client.query(q.sql, parameters=q.parameters).result_rows[0]
-    has_upper = int(at_upper) > 0 and source.sequence_column is not None
-    return WindowStats(int(rows), int(max_seq) if has_upper else None, utc(first) if rows else None)
+    rows, first = client.query(q.sql, parameters=q.parameters).result_rows[0]
+    return WindowStats(int(rows), utc(first) if rows else None)
 
 
 def read_window(

@@ -1,4 +1,5 @@
-"""Iceberg metadata through pyiceberg: committed watermarks, snapshots and row counts."""
+"""Iceberg through pyiceberg: the state a run starts from, the compare-and-swap that publishes
+its rows, committed watermarks, a run's commit, row counts and resets."""
 
 from __future__ import annotations
 
@@ -8,19 +9,31 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pyiceberg.catalog import Catalog, load_catalog
-from pyiceberg.exceptions import NoSuchTableError
-from pyiceberg.expressions import And, BooleanExpression, EqualTo, GreaterThan, Or
+from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, NoSuchTableError
+from pyiceberg.expressions import BooleanExpression, GreaterThanOrEqual
 from pyiceberg.table import Table
+from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from pyiceberg.table.snapshots import Snapshot
+from pyiceberg.table.update import AssertRefSnapshotId, SetSnapshotRefUpdate
+from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, YearTransform
+from pyiceberg.types import TimestampType, TimestamptzType
 
 from iceberg_offload.core.catalog import pyiceberg_properties
-from iceberg_offload.core.result import RUN_ID, WATERMARK_SEQUENCE, WATERMARK_TIMESTAMP, newest_watermark
+from iceberg_offload.core.result import RUN_ID, TIMESTAMP_COLUMN, newest_watermark, reset_properties
 from iceberg_offload.core.settings import CatalogSettings
 from iceberg_offload.core.watermark import Watermark, format_timestamp
+
+# Iceberg's write-audit-publish: with it a Spark write adds its snapshot without making it current.
+WAP_ENABLED = "write.wap.enabled"
+WAP_ID = "wap.id"
 
 
 class TargetError(RuntimeError):
     """The Iceberg target cannot be used as specified."""
+
+
+class ConcurrentCommit(TargetError):
+    """Another commit changed the table after the run read it: the run's rows were not published."""
 
 
 def open_catalog(settings: CatalogSettings) -> Catalog:
@@ -88,39 +101,157 @@ def row_count(table: Table) -> int:
 
 
 @dataclass(frozen=True)
+class TableState:
+    """What a run starts from, read from one version of the table's metadata: the current
+    snapshot (the one its commit must still find current) and the committed watermark."""
+
+    snapshot_id: int | None
+    watermark: Watermark | None
+    has_rows: bool
+
+
+def read_state(table: Table) -> TableState:
+    snapshot = table.current_snapshot()
+    return TableState(
+        snapshot.snapshot_id if snapshot is not None else None, committed_watermark(table), row_count(table) > 0
+    )
+
+
+def enable_staging(table: Table) -> None:
+    """Let Spark stage a run's snapshot without publishing it (write-audit-publish)."""
+    if table.properties.get(WAP_ENABLED) != "true":
+        with table.transaction() as tx:
+            tx.set_properties({WAP_ENABLED: "true"})
+
+
+def staged_snapshot(table: Table, wap_id: str) -> Snapshot:
+    """The snapshot a staged write added, found by its write-audit-publish id."""
+    staged = [s for s in table.snapshots() if _summary(s).get(WAP_ID) == wap_id]
+    if len(staged) != 1:
+        raise TargetError(f"the write to {table.name()} staged {len(staged)} snapshots with id {wap_id}, expected 1")
+    return staged[0]
+
+
+def publish(catalog: Catalog, table: Table, staged: Snapshot, base: int | None) -> None:
+    """Make the staged snapshot current if, and only if, the current snapshot is still `base`,
+    the one the run read its watermark from: a compare-and-swap in the catalog, never rebased."""
+    name = ".".join(table.name())
+    if staged.parent_snapshot_id != base:
+        raise ConcurrentCommit(_moved(name, base, staged.parent_snapshot_id))
+    # pyiceberg's models take their fields by name at runtime; their pydantic aliases hide it.
+    requirement = AssertRefSnapshotId(ref=MAIN_BRANCH, snapshot_id=base)  # type: ignore[call-arg]
+    update = SetSnapshotRefUpdate(
+        ref_name=MAIN_BRANCH,  # type: ignore[call-arg]
+        type=SnapshotRefType.BRANCH,
+        snapshot_id=staged.snapshot_id,
+    )
+    try:
+        catalog.commit_table(table, (requirement,), (update,))
+    except CommitFailedException as exc:
+        raise ConcurrentCommit(_moved(name, base, table.refresh().metadata.current_snapshot_id)) from exc
+    except CommitStateUnknownException:
+        if not any(s.snapshot_id == staged.snapshot_id for s in lineage(table.refresh())):
+            raise
+
+
+def _moved(name: str, base: int | None, now: int | None) -> str:
+    return (
+        f"another commit changed {name} while this run ran (snapshot {base} -> {now}): this run published "
+        "nothing; the next run continues from the committed watermark"
+    )
+
+
+def timestamp_column(table: Table) -> str:
+    """The column a table's watermark is a position of: recorded by every commit of this
+    protocol; for a table only committed by the first version, its time partitioning's source."""
+    for snapshot in lineage(table):
+        column = _summary(snapshot).get(TIMESTAMP_COLUMN)
+        if column:
+            return column
+    schema = table.schema()
+    time_transforms = (YearTransform, MonthTransform, DayTransform, HourTransform, IdentityTransform)
+    columns = {
+        schema.find_field(f.source_id).name
+        for f in table.spec().fields
+        if isinstance(f.transform, time_transforms)
+        and isinstance(schema.find_field(f.source_id).field_type, (TimestampType, TimestamptzType))
+    }
+    if len(columns) != 1:
+        raise TargetError(
+            f"cannot tell which column {'.'.join(table.name())}'s watermark orders: no commit records it and its "
+            "partitioning names no single timestamp column; run one offload first"
+        )
+    return columns.pop()
+
+
+@dataclass(frozen=True)
+class ResetPlan:
+    """What a reset of `table` to `watermark` changes: the rows at or after it, in data files
+    of the current snapshot, are deleted in one commit that also stamps the watermark."""
+
+    table: str
+    timestamp_column: str
+    previous: Watermark | None
+    watermark: Watermark
+    snapshot_id: int | None
+    rows: int
+    rows_to_delete: int
+    files_to_change: int
+
+
+def plan_reset(table: Table, mark: Watermark) -> ResetPlan:
+    """The reset's plan; refused (TargetError) if it would move the watermark forward."""
+    name = ".".join(table.name())
+    previous = committed_watermark(table)
+    if mark.sequence is not None:
+        raise TargetError(f"cannot reset {name} to {mark}: a watermark is a timestamp")
+    if previous is not None and mark.timestamp > previous.timestamp:
+        raise TargetError(
+            f"cannot reset {name} forward to {mark}: its watermark is {previous}; a reset only moves it back"
+        )
+    column = timestamp_column(table)
+    scan = table.scan(row_filter=_at_or_after(column, mark))
+    snapshot = table.current_snapshot()
+    return ResetPlan(
+        name,
+        column,
+        previous,
+        mark,
+        snapshot.snapshot_id if snapshot is not None else None,
+        row_count(table),
+        scan.count() if snapshot is not None else 0,
+        sum(1 for _ in scan.plan_files()) if snapshot is not None else 0,
+    )
+
+
+@dataclass(frozen=True)
 class Reset:
     previous: Watermark | None
     watermark: Watermark
     rows_before: int
     rows_after: int
+    snapshot_id: int | None
 
 
-def reset_watermark(
-    table: Table, timestamp_column: str, sequence_column: str | None, mark: Watermark, reason: str
-) -> Reset:
-    """Move a table's watermark back to `mark`: delete every row after it and stamp the new
-    watermark in the same commit, so that the next run offloads those rows again, once."""
-    previous = committed_watermark(table)
-    if previous is not None and mark > previous:
-        raise TargetError(f"cannot reset {table.name()} forward: its watermark is {previous}, before {mark}")
-    stamp = format_timestamp(mark.timestamp).replace("Z", "+00:00")
-    # pyiceberg's predicates take (term, literal) positionally; their pydantic signature hides it.
-    after: BooleanExpression = GreaterThan(timestamp_column, stamp)  # type: ignore[call-arg,arg-type]
-    if sequence_column is not None:
-        at_stamp = EqualTo(timestamp_column, stamp)  # type: ignore[call-arg,arg-type]
-        after = Or(after, And(at_stamp, GreaterThan(sequence_column, mark.sequence)))  # type: ignore[call-arg,arg-type]
-    rows_before = row_count(table)
-    properties = {
-        WATERMARK_TIMESTAMP: format_timestamp(mark.timestamp),
-        WATERMARK_SEQUENCE: str(mark.sequence),
-        RUN_ID: f"reset-{uuid.uuid4().hex[:12]}",
-        "offload.reset": reason,
-    }
+def reset_watermark(table: Table, plan: ResetPlan, reason: str) -> Reset:
+    """Move a table's watermark back: delete every row at or after it and stamp it, in one
+    commit of the catalog, so that the next run offloads those rows again, once. A run that
+    read the table before the reset cannot publish after it (its base is no longer current)."""
+    properties = reset_properties(plan.watermark, f"reset-{uuid.uuid4().hex[:12]}", plan.timestamp_column, reason)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "did not match any records" is a fine outcome
-        table.delete(after, snapshot_properties=properties)
+        with table.transaction() as tx:
+            tx.delete(_at_or_after(plan.timestamp_column, plan.watermark), snapshot_properties=properties)
+            if tx.table_metadata.current_snapshot_id == plan.snapshot_id:  # nothing matched: stamp it alone
+                tx.append(table.schema().as_arrow().empty_table(), snapshot_properties=properties)
     table = table.refresh()
-    if committed_watermark(table) != mark:  # no rows matched and no snapshot was made: stamp one
-        table.append(table.schema().as_arrow().empty_table(), snapshot_properties=properties)
-        table = table.refresh()
-    return Reset(previous, mark, rows_before, row_count(table))
+    if committed_watermark(table) != plan.watermark:
+        raise TargetError(f"the reset of {plan.table} committed, but its watermark reads {committed_watermark(table)}")
+    current = table.current_snapshot()
+    return Reset(plan.previous, plan.watermark, plan.rows, row_count(table), current.snapshot_id if current else None)
+
+
+def _at_or_after(column: str, mark: Watermark) -> BooleanExpression:
+    stamp = format_timestamp(mark.timestamp).replace("Z", "+00:00")
+    # pyiceberg's predicates take (term, literal) positionally; their pydantic signature hides it.
+    return GreaterThanOrEqual(column, stamp)  # type: ignore[call-arg,arg-type]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 
 from iceberg_offload.core.result import OffloadResult, RunOutcome
-from iceberg_offload.core.watermark import EPOCH, Watermark, utc
+from iceberg_offload.core.watermark import EPOCH, utc
 
 MAX_ERROR_CHARS = 2000
 COLUMNS = (
@@ -55,11 +55,13 @@ def after_run(previous: MirrorRow | None, result: OffloadResult, finished_at: da
             failure_count=row.failure_count + 1,
             last_error_message=(result.error or "")[:MAX_ERROR_CHARS],
         )
-    mark = result.watermark or Watermark(row.last_offload_timestamp, row.last_offload_max_sequence)
+    # last_offload_timestamp: every row before it is offloaded. last_offload_max_sequence is 0
+    # for watermarks of this protocol (they are timestamps); it keeps the runbook's columns.
+    mark = result.watermark
     return replace(
         row,
-        last_offload_timestamp=mark.timestamp,
-        last_offload_max_sequence=mark.sequence,
+        last_offload_timestamp=mark.timestamp if mark else row.last_offload_timestamp,
+        last_offload_max_sequence=(mark.sequence or 0) if mark else row.last_offload_max_sequence,
         last_successful_run=utc(finished_at),
         last_run_duration_seconds=result.duration_seconds,
         status=outcome.mirror,

@@ -51,13 +51,14 @@ def floor_to_interval(value: datetime, interval: timedelta) -> datetime:
     return EPOCH + timedelta(microseconds=(_micros(utc(value) - EPOCH) // step) * step)
 
 
-def last_closed_candle_start(complete_through: datetime, interval: timedelta) -> datetime:
-    """The start of the newest candle whose whole interval lies at or before complete_through.
+def first_open_candle_start(complete_before: datetime, interval: timedelta) -> datetime:
+    """The start of the oldest candle not yet closed when every trade before complete_before is known.
 
-    A candle [s, s + interval) is closed once every trade before s + interval is known,
-    i.e. when s + interval <= complete_through.
+    A candle [s, s + interval) is closed once s + interval <= complete_before, so the candles
+    before the returned start are exactly the closed ones: it is the upper bound of a window of
+    closed candles.
     """
-    return floor_to_interval(complete_through, interval) - interval
+    return floor_to_interval(complete_before, interval)
 
 
 def upper_bound(
@@ -68,8 +69,9 @@ def upper_bound(
     candle_interval: timedelta | None = None,
     requested_to: datetime | None = None,
 ) -> UpperBound:
-    """The bound of the next window: now minus the safety buffer, never past an upstream
-    table's committed watermark or a requested end, and for candles the last closed one."""
+    """The (exclusive) bound of the next window: now minus the safety buffer, never past an
+    upstream table's committed watermark or a requested end, and for candles the start of the
+    first candle that is not closed yet."""
     if buffer < timedelta(0):
         raise ValueError(f"safety buffer must not be negative, got {buffer}")
     bound = UpperBound(utc(now) - buffer, "safety buffer")
@@ -80,8 +82,8 @@ def upper_bound(
         bound = UpperBound(utc(requested_to), "requested end")
     if candle_interval is not None:
         bound = UpperBound(
-            last_closed_candle_start(bound.timestamp, candle_interval),
-            f"last closed candle before {bound.reason}",
+            first_open_candle_start(bound.timestamp, candle_interval),
+            f"first open candle at {bound.reason}",
         )
     return bound
 
@@ -92,7 +94,7 @@ def plan_window(
     *,
     requested_from: Watermark | None = None,
 ) -> WindowPlan:
-    """The window after the committed watermark up to the bound.
+    """The window from the committed watermark up to (not including) the bound.
 
     The committed watermark (read from the target table) is always the lower bound: a
     requested start before it is clipped to it (that part is already offloaded), one after
@@ -112,41 +114,27 @@ def plan_window(
             )
     if bound.timestamp <= start.timestamp:
         return WindowPlan(None, start, bound)
-    return WindowPlan(Window(start, Watermark.end_of(bound.timestamp)), start, bound)
-
-
-def committed_watermark(window: Window, max_sequence_at_upper: int | None) -> Watermark:
-    """The watermark a run commits for `window`.
-
-    It is the window's upper timestamp with the highest sequence read at that timestamp, so a
-    row arriving later at that very timestamp with a higher sequence is still picked up.
-    """
-    upper = window.upper.timestamp
-    if max_sequence_at_upper is not None:
-        return Watermark(upper, max_sequence_at_upper)
-    if window.lower.timestamp == upper:
-        return window.lower
-    return Watermark(upper, 0)
+    return WindowPlan(Window(start, Watermark(bound.timestamp)), start, bound)
 
 
 def split_window(window: Window, parts: int, data_from: datetime | None = None) -> list[Window]:
     """Cut a window into at most `parts` contiguous, non-overlapping pieces of equal time span.
 
-    Inner boundaries are whole-timestamp positions, so the rows at one timestamp always fall
-    in one piece. With `data_from` (the earliest row's timestamp) the cuts are spread over the
-    part of the window that holds rows: a first window starting at the epoch still scales out.
+    Inner boundaries are timestamps, so the rows at one timestamp always fall in one piece.
+    With `data_from` (the earliest row's timestamp) the cuts are spread over the part of the
+    window that holds rows: a first window starting at the epoch still scales out.
     """
     if parts < 1:
         raise ValueError(f"parts must be at least 1, got {parts}")
     start, end = window.lower.timestamp, window.upper.timestamp
     if data_from is not None and utc(data_from) >= end:
-        return [window]  # every row is at the upper timestamp
+        return [window]  # no row in the window
     if data_from is not None and start < utc(data_from):
         start = utc(data_from) - timedelta(microseconds=1)
     span = _micros(end - start)
     parts = max(1, min(parts, span))
     cuts = sorted({start + timedelta(microseconds=span * i // parts) for i in range(1, parts)})
-    bounds = [window.lower, *(Watermark.end_of(cut) for cut in cuts if start < cut < end), window.upper]
+    bounds = [window.lower, *(Watermark(cut) for cut in cuts if start < cut < end), window.upper]
     return [Window(lo, hi) for lo, hi in pairwise(bounds)]
 
 

@@ -26,25 +26,25 @@ def _ts_value(mark: Watermark) -> str:
 
 
 def window_predicate(source: SourceSpec, window: Window) -> Query:
-    """The rows with lower < (timestamp, sequence) <= upper, in a form the primary key can use."""
+    """The rows with lower <= timestamp < upper, in a form the primary key can use.
+
+    A lower bound committed by the first protocol version, (T, sequence), continues exactly
+    where that version stopped: after T, and at T the rows with a higher sequence (all rows at
+    T were covered when the source has no sequence column or the sequence was the maximum).
+    """
     ts = quote_identifier(source.timestamp_column)
-    seq = quote_identifier(source.sequence_column) if source.sequence_column else None
-    params = {
-        "lo_ts": _ts_value(window.lower),
-        "hi_ts": _ts_value(window.upper),
-    }
+    params = {"lo_ts": _ts_value(window.lower), "hi_ts": _ts_value(window.upper)}
     lo_ts, hi_ts = f"{{lo_ts:{_TS_PARAM}}}", f"{{hi_ts:{_TS_PARAM}}}"
-    if seq is None or window.lower.sequence == SEQUENCE_MAX:
+    sequence = window.lower.sequence
+    if sequence is None:
+        lower = f"{ts} >= {lo_ts}"
+    elif source.sequence_column is None or sequence == SEQUENCE_MAX:
         lower = f"{ts} > {lo_ts}"
     else:
-        params["lo_seq"] = str(window.lower.sequence)
+        params["lo_seq"] = str(sequence)
+        seq = quote_identifier(source.sequence_column)
         lower = f"{ts} >= {lo_ts} AND ({ts} > {lo_ts} OR {seq} > {{lo_seq:UInt64}})"
-    if seq is None or window.upper.sequence == SEQUENCE_MAX:
-        upper = f"{ts} <= {hi_ts}"
-    else:
-        params["hi_seq"] = str(window.upper.sequence)
-        upper = f"{ts} <= {hi_ts} AND ({ts} < {hi_ts} OR {seq} <= {{hi_seq:UInt64}})"
-    return Query(f"{lower} AND {upper}", params)
+    return Query(f"{lower} AND {ts} < {hi_ts}", params)
 
 
 def select_window(source: SourceSpec, columns: Sequence[ColumnMapping], window: Window) -> Query:
@@ -55,21 +55,10 @@ def select_window(source: SourceSpec, columns: Sequence[ColumnMapping], window: 
 
 
 def window_stats(source: SourceSpec, window: Window) -> Query:
-    """Count a window's rows, and find the highest sequence at its upper timestamp.
-
-    Returns one row: (rows, rows at the upper timestamp, max sequence at the upper timestamp,
-    the earliest timestamp).
-    """
+    """Count a window's rows and find the earliest timestamp: one row (rows, earliest)."""
     where = window_predicate(source, window)
     ts = quote_identifier(source.timestamp_column)
-    at_upper = f"{ts} = {{hi_ts:{_TS_PARAM}}}"
-    max_seq = (
-        f"maxIf({quote_identifier(source.sequence_column)}, {at_upper})" if source.sequence_column else "toInt64(0)"
-    )
-    sql = (
-        f"SELECT count(), countIf({at_upper}), {max_seq}, toDateTime64(min({ts}), 6, 'UTC') "
-        f"FROM {source.qualified} WHERE {where.sql}"
-    )
+    sql = f"SELECT count(), toDateTime64(min({ts}), 6, 'UTC') FROM {source.qualified} WHERE {where.sql}"
     return Query(sql, where.parameters)
 
 

@@ -13,8 +13,13 @@ from typing import Any, Literal, get_args
 
 from iceberg_offload.core.watermark import Watermark, Window, format_timestamp, parse_timestamp
 
+# The watermark a commit makes: every row with a timestamp before it is in the table.
+WATERMARK_BEFORE = "offload.watermark.before"
+# The first protocol version's watermark, (timestamp, sequence) inclusive: read, never written.
 WATERMARK_TIMESTAMP = "offload.watermark.timestamp"
 WATERMARK_SEQUENCE = "offload.watermark.sequence"
+TIMESTAMP_COLUMN = "offload.timestamp-column"
+RESET = "offload.reset"
 WINDOW_FROM = "offload.window.from"
 WINDOW_TO = "offload.window.to"
 RUN_ID = "offload.run-id"
@@ -59,30 +64,43 @@ class ResultError(ValueError):
     """A result line or snapshot summary that cannot be read."""
 
 
-def summary_properties(window: Window, committed: Watermark, run_id: str, source: str) -> dict[str, str]:
-    """The snapshot summary a run's commit carries: the watermark travels with the data."""
+def summary_properties(window: Window, run_id: str, source: str, timestamp_column: str) -> dict[str, str]:
+    """The snapshot summary a run's commit carries: the watermark travels with the data, with
+    the column it is a position of (a reset reads it from here)."""
     return {
-        WATERMARK_TIMESTAMP: format_timestamp(committed.timestamp),
-        WATERMARK_SEQUENCE: str(committed.sequence),
+        WATERMARK_BEFORE: format_timestamp(window.upper.timestamp),
         WINDOW_FROM: str(window.lower),
         WINDOW_TO: str(window.upper),
         RUN_ID: run_id,
         SOURCE: source,
+        TIMESTAMP_COLUMN: timestamp_column,
+    }
+
+
+def reset_properties(mark: Watermark, run_id: str, timestamp_column: str, reason: str) -> dict[str, str]:
+    """The snapshot summary of a reset's commit: the new, lower watermark and why."""
+    return {
+        WATERMARK_BEFORE: format_timestamp(mark.timestamp),
+        RUN_ID: run_id,
+        TIMESTAMP_COLUMN: timestamp_column,
+        RESET: reason,
     }
 
 
 def watermark_from_summary(summary: Mapping[str, str]) -> Watermark | None:
     """The watermark a snapshot committed, or None for snapshots not made by a run
-    (compaction, deletes by hand)."""
-    if WATERMARK_TIMESTAMP not in summary:
-        return None
+    (compaction, deletes by hand). Snapshots of the first protocol version are read too."""
     try:
-        return Watermark(
-            parse_timestamp(summary[WATERMARK_TIMESTAMP]),
-            int(summary.get(WATERMARK_SEQUENCE, "0")),
-        )
+        if WATERMARK_BEFORE in summary:
+            return Watermark(parse_timestamp(summary[WATERMARK_BEFORE]))
+        if WATERMARK_TIMESTAMP in summary:
+            return Watermark(
+                parse_timestamp(summary[WATERMARK_TIMESTAMP]),
+                int(summary.get(WATERMARK_SEQUENCE, "0")),
+            )
     except ValueError as exc:
         raise ResultError(f"snapshot summary has an unreadable watermark: {exc}") from exc
+    return None
 
 
 def newest_watermark(summaries_newest_first: Iterable[Mapping[str, str]]) -> Watermark | None:
@@ -114,7 +132,7 @@ class OffloadResult:
     def watermark(self) -> Watermark | None:
         if self.watermark_timestamp is None:
             return None
-        return Watermark(parse_timestamp(self.watermark_timestamp), self.watermark_sequence or 0)
+        return Watermark(parse_timestamp(self.watermark_timestamp), self.watermark_sequence)
 
     def to_line(self) -> str:
         return RESULT_MARKER + json.dumps(asdict(self), sort_keys=True)

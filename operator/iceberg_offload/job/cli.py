@@ -21,7 +21,7 @@ from iceberg_offload.core.result import RESULT_MARKER, OffloadResult
 from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
 from iceberg_offload.core.typemap import TypeMappingError
-from iceberg_offload.core.watermark import WindowError, format_timestamp, parse_timestamp, parse_watermark
+from iceberg_offload.core.watermark import Watermark, WindowError, format_timestamp, parse_position, parse_timestamp
 from iceberg_offload.job.errors import OffloadError
 from iceberg_offload.job.run import RunRequest, record_failure, run_offload, secrets
 from iceberg_offload.job.session import spark_session
@@ -39,7 +39,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--source-database", default="default")
     p.add_argument("--source-table", help="ClickHouse table or view (default: --table)")
     p.add_argument("--timestamp-column", required=True)
-    p.add_argument("--sequence-column", help="orders rows that share a timestamp")
+    p.add_argument(
+        "--sequence-column",
+        help="orders rows that share a timestamp; read only to continue a watermark committed by the first "
+        "protocol version (TIMESTAMP#SEQUENCE)",
+    )
     p.add_argument("--target", required=True, help="Iceberg table as <catalog>.<namespace>.<table>")
     p.add_argument(
         "--upstream",
@@ -53,17 +57,27 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--from",
         dest="window_from",
-        type=parse_watermark,
-        help="expected window start (checked against the committed watermark)",
+        type=_window_start,
+        help="expected window start, a timestamp (checked against the committed watermark)",
     )
     p.add_argument(
-        "--to", dest="window_to", type=parse_timestamp, help="window end (inclusive); default now minus the buffer"
+        "--to",
+        dest="window_to",
+        type=parse_timestamp,
+        help="window end (exclusive: rows before it); default now minus the buffer",
     )
     p.add_argument("--now", type=parse_timestamp, help="the clock, for replays and tests (default: now)")
     p.add_argument("--run-id", help="run identifier recorded in the snapshot summary")
     p.add_argument("--no-mirror", action="store_true", help="do not write offload_watermarks")
     p.add_argument("--result-file", type=Path, help="also write the result JSON here")
     return p
+
+
+def _window_start(text: str) -> Watermark:
+    try:
+        return parse_position(text, "--from")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def request_from_args(args: argparse.Namespace) -> RunRequest:

@@ -1,10 +1,12 @@
-"""The offload run on Spark: read a window from ClickHouse inside the executors, append it to
-Iceberg in one commit whose snapshot summary carries the new watermark.
+"""The offload run on Spark: read a window from ClickHouse inside the executors, stage it in
+Iceberg as one snapshot whose summary carries the new watermark, and publish that snapshot by a
+compare-and-swap on the table's current snapshot.
 
-Exactly once by construction: the lower bound is always the watermark read from the target
-table's own snapshot history, and the watermark moves only in the same atomic commit as the
-rows. A run that dies anywhere either committed (its window is then skipped or clipped by the
-next run) or did not (the next run reads the same window again).
+Exactly once by construction (docs/ARCHITECTURE.md, "Why a run is exactly once"): the window
+starts at the watermark read from the table's current snapshot, and the rows and the watermark
+become visible together, only if that snapshot is still current. Of runs that read the same
+snapshot at most one publishes; a run that dies anywhere either published or left nothing
+visible (the next run reads the same window again).
 """
 
 from __future__ import annotations
@@ -20,20 +22,15 @@ from functools import partial
 from typing import Any
 
 import pyarrow as pa
+from pyiceberg.catalog import Catalog
+from pyiceberg.table import Table
+from pyiceberg.table.snapshots import Snapshot
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql import functions as F
 from pyspark.sql.types import StructType
 
-from iceberg_offload.adapters import clickhouse_io
+from iceberg_offload.adapters import clickhouse_io, iceberg_io
 from iceberg_offload.core.mirror import after_run, scrub
-from iceberg_offload.core.planning import (
-    WindowPlan,
-    committed_watermark,
-    plan_window,
-    split_window,
-    subwindow_count,
-    upper_bound,
-)
+from iceberg_offload.core.planning import WindowPlan, plan_window, split_window, subwindow_count, upper_bound
 from iceberg_offload.core.result import OffloadResult, summary_properties
 from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import TableSpec
@@ -41,15 +38,10 @@ from iceberg_offload.core.typemap import ColumnMapping
 from iceberg_offload.core.watermark import EPOCH, Watermark, Window, format_timestamp
 from iceberg_offload.job.columns import arrow_schema, plan_columns
 from iceberg_offload.job.errors import OffloadError
-from iceberg_offload.job.metadata import (
-    spark_commit_of_run,
-    spark_committed_watermark,
-    spark_current_snapshot,
-    table_exists,
-)
 from iceberg_offload.job.read import BOUNDS, bounds_row, read_subwindows
 
 log = logging.getLogger("iceberg_offload.job")
+WAP_ID_CONF = "spark.wap.id"
 
 
 @dataclass(frozen=True)
@@ -82,34 +74,35 @@ def _phase(settings: Settings, request: RunRequest, name: str) -> None:
 
 def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) -> OffloadResult:
     """One run. Returns the result; on failure raises OffloadError (or the engine's error) after
-    committing nothing."""
+    publishing nothing."""
     started = time.monotonic()
     spec = request.spec
-    target = spec.target.identifier
-    _check_target(spark, settings, spec)
+    catalog, table = _open_target(settings, spec)
     client = clickhouse_io.connect(settings.clickhouse)
     try:
-        columns = plan_columns(clickhouse_io.describe(client, spec.source), spark.table(target).schema, spec)
-        base_snapshot = spark_current_snapshot(spark, target)
-        committed = spark_committed_watermark(spark, target)
-        if committed is None and not spark.table(target).isEmpty():
+        columns = plan_columns(
+            clickhouse_io.describe(client, spec.source), spark.table(spec.target.identifier).schema, spec
+        )
+        state = iceberg_io.read_state(table)
+        if state.watermark is None and state.has_rows:
             raise OffloadError(
-                f"Iceberg table {target} has rows but no snapshot in its history carries a watermark "
-                "(expired by maintenance?): stamp the right one with 'iceberg-offload reset' before offloading"
+                f"Iceberg table {spec.target.identifier} has rows but no snapshot in its history carries a "
+                "watermark (expired by maintenance?): stamp the right one with 'iceberg-offload reset' first"
             )
         bound = upper_bound(
             now=request.now or datetime.now(UTC),
             buffer=spec.buffer,
-            upstream=_upstream_watermarks(spark, request),
+            upstream=_upstream_watermarks(catalog, request),
             candle_interval=spec.candle_interval,
             requested_to=request.requested_to,
         )
-        plan = plan_window(committed, bound, requested_from=request.requested_from)
+        plan = plan_window(state.watermark, bound, requested_from=request.requested_from)
         _phase(settings, request, "planned")
         if plan.window is None:
             result = _skipped(request, plan, started)
         else:
-            result = _commit_window(spark, settings, request, columns, client, plan.window, base_snapshot, started)
+            target = _Target(catalog, table, state.snapshot_id)
+            result = _commit_window(spark, settings, request, columns, client, plan.window, target, started)
         if request.mirror:
             _write_mirror(client, result)
         return result
@@ -117,25 +110,38 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
         client.close()
 
 
-def _check_target(spark: SparkSession, settings: Settings, spec: TableSpec) -> None:
-    target = spec.target.identifier
+def _open_target(settings: Settings, spec: TableSpec) -> tuple[Catalog, Table]:
     if spec.target.catalog != settings.catalog.name:
         raise OffloadError(
-            f"target {target} names catalog {spec.target.catalog!r}, but the configured catalog is "
+            f"target {spec.target.identifier} names catalog {spec.target.catalog!r}, but the configured catalog is "
             f"{settings.catalog.name!r} (ICEBERG_OFFLOAD_CATALOG_NAME)"
         )
-    if not table_exists(spark, target):
-        raise OffloadError(f"Iceberg table {target} does not exist: create it with the DDL (iceberg-offload ddl)")
+    catalog = iceberg_io.open_catalog(settings.catalog)
+    try:
+        return catalog, iceberg_io.load_table(catalog, spec.target.catalog_identifier)
+    except iceberg_io.TargetError as exc:
+        raise OffloadError(f"{exc} (iceberg-offload ddl iceberg)") from exc
 
 
-def _upstream_watermarks(spark: SparkSession, request: RunRequest) -> dict[str, Watermark]:
+def _upstream_watermarks(catalog: Catalog, request: RunRequest) -> dict[str, Watermark]:
     """The committed watermark of each table this one waits for (the epoch for one never offloaded)."""
     upstream: dict[str, Watermark] = {}
     for name, identifier in request.upstream.items():
-        if not table_exists(spark, identifier):
-            raise OffloadError(f"upstream table {name} ({identifier}) does not exist in the catalog")
-        upstream[name] = spark_committed_watermark(spark, identifier) or Watermark(EPOCH)
+        try:
+            table = iceberg_io.load_table(catalog, identifier.partition(".")[2])
+        except iceberg_io.TargetError as exc:
+            raise OffloadError(f"upstream table {name} ({identifier}) does not exist in the catalog") from exc
+        upstream[name] = iceberg_io.committed_watermark(table) or Watermark(EPOCH)
     return upstream
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The table a run publishes into, and the snapshot it must still find current."""
+
+    catalog: Catalog
+    table: Table
+    base_snapshot: int | None
 
 
 def _skipped(request: RunRequest, plan: WindowPlan, started: float) -> OffloadResult:
@@ -163,58 +169,57 @@ def _commit_window(
     columns: list[ColumnMapping],
     client: Any,
     window: Window,
-    base_snapshot: int | None,
+    target: _Target,
     started: float,
 ) -> OffloadResult:
-    spec, target = request.spec, request.spec.target.identifier
-    effective, parts = _plan_parts(client, settings, request, window)
+    spec = request.spec
+    parts = _plan_parts(client, settings, request, window)
     frame = _window_frame(spark, settings, spec, columns, parts)
     source = f"{spec.source.database}.{spec.source.table}"
-    properties = summary_properties(effective, effective.upper, request.run_id, source)
-    _overwrite_window(frame, spec, effective, properties, base_snapshot)
-    commit = spark_commit_of_run(spark, target, request.run_id)
-    if commit is None:
-        raise OffloadError(f"the append to {target} finished but no snapshot carries run id {request.run_id}")
+    properties = summary_properties(window, request.run_id, source, spec.source.timestamp_column)
+    staged = _stage(spark, target.table, spec, frame, properties, request.run_id)
+    _phase(settings, request, "staged")
+    try:
+        iceberg_io.publish(target.catalog, target.table, staged, target.base_snapshot)
+    except iceberg_io.ConcurrentCommit as exc:
+        raise OffloadError(str(exc)) from exc
     _phase(settings, request, "committed")
-    snapshot_id, added = commit
-    log.info("%s: committed %d rows in snapshot %d, watermark %s", spec.name, added, snapshot_id, effective.upper)
+    added = int((staged.summary.get("added-records") if staged.summary else None) or 0)
+    log.info("%s: committed %d rows in snapshot %d, watermark %s", spec.name, added, staged.snapshot_id, window.upper)
     return OffloadResult(
         table=spec.name,
         run_id=request.run_id,
         outcome="committed",
         rows=added,
-        window_from=str(effective.lower),
-        window_to=str(effective.upper),
-        watermark_timestamp=format_timestamp(effective.upper.timestamp),
-        watermark_sequence=effective.upper.sequence,
-        snapshot_id=snapshot_id,
+        window_from=str(window.lower),
+        window_to=str(window.upper),
+        watermark_timestamp=format_timestamp(window.upper.timestamp),
+        watermark_sequence=window.upper.sequence,
+        snapshot_id=staged.snapshot_id,
         duration_seconds=round(time.monotonic() - started, 3),
     )
 
 
-def _plan_parts(client: Any, settings: Settings, request: RunRequest, window: Window) -> tuple[Window, list[Window]]:
-    """The window the commit covers, up to its new watermark, and its sub-windows."""
+def _plan_parts(client: Any, settings: Settings, request: RunRequest, window: Window) -> list[Window]:
+    """The window's sub-windows, one read task each."""
     spec = request.spec
     stats = clickhouse_io.window_stats(client, spec.source, window)
-    # The commit covers exactly (lower, new watermark]: rows at the upper timestamp that arrive
-    # later with a higher sequence fall into the next window instead of being lost.
-    effective = Window(window.lower, committed_watermark(window, stats.max_sequence_at_upper))
     count = subwindow_count(
-        effective,
+        window,
         target_span=timedelta(minutes=settings.subwindow_minutes),
         max_parts=settings.subwindow_max,
         data_from=stats.first_timestamp,
     )
-    parts = split_window(effective, count, data_from=stats.first_timestamp)
+    parts = split_window(window, count, data_from=stats.first_timestamp)
     log.info(
         "%s: offloading %s (%d rows expected, %d sub-windows, run %s)",
         spec.name,
-        effective,
+        window,
         stats.rows,
         len(parts),
         request.run_id,
     )
-    return effective, parts
+    return parts
 
 
 def _window_frame(
@@ -231,29 +236,26 @@ def _window_frame(
     return spark.createDataFrame(bounds, BOUNDS).mapInArrow(reader, schema)
 
 
-def _overwrite_window(
-    frame: DataFrame, spec: TableSpec, effective: Window, properties: Mapping[str, str], base_snapshot: int | None
-) -> None:
-    target = spec.target.identifier
-    writer = frame.writeTo(target).option("isolation-level", "serializable")
-    if base_snapshot is not None:
-        writer = writer.option("validate-from-snapshot-id", str(base_snapshot))
+def _stage(
+    spark: SparkSession, table: Table, spec: TableSpec, frame: DataFrame, properties: Mapping[str, str], run_id: str
+) -> Snapshot:
+    """Append the window as a staged snapshot (Iceberg write-audit-publish): written, not visible.
+
+    The write-audit-publish id is set on this run's Spark session only, and unique to this
+    attempt, so that a staged snapshot left by an earlier attempt of the same run is never taken
+    for this one's.
+    """
+    iceberg_io.enable_staging(table)
+    wap_id = f"{run_id}.{uuid.uuid4().hex[:12]}"
+    writer = frame.writeTo(spec.target.identifier)
     for key, value in properties.items():
         writer = writer.option(f"snapshot-property.{key}", value)
-    # An overwrite of the window's time range (which holds no rows yet) rather than an append:
-    # Iceberg then refuses the commit if any other commit since the snapshot the watermark was
-    # read from added rows in that range, so two overlapping runs can never both commit it.
-    ts = F.col(spec.source.timestamp_column)
-    window_range = (ts > F.lit(effective.lower.timestamp)) & (ts <= F.lit(effective.upper.timestamp))
+    spark.conf.set(WAP_ID_CONF, wap_id)
     try:
-        writer.overwrite(window_range)
-    except Exception as exc:
-        if "conflicting files" in str(exc) or "ValidationException" in str(exc):
-            raise OffloadError(
-                f"another run committed rows of {effective} to {target} while this one ran: nothing was written "
-                "by this run; the next run continues from the new watermark"
-            ) from exc
-        raise
+        writer.append()
+    finally:
+        spark.conf.unset(WAP_ID_CONF)
+    return iceberg_io.staged_snapshot(table.refresh(), wap_id)
 
 
 def _write_mirror(client: Any, result: OffloadResult) -> None:

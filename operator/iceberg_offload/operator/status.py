@@ -45,10 +45,12 @@ def _or_none(value: T | None, convert: Callable[[T], Any]) -> Any:
 
 @dataclass(frozen=True)
 class StatusWatermark:
-    """status.watermark: the committed watermark read back from the Iceberg table."""
+    """status.watermark: the committed watermark read back from the Iceberg table: every row
+    before `timestamp` is offloaded. `sequence` is set only while the newest commit is one of the
+    first protocol version (rows at `timestamp` up to that sequence are offloaded too)."""
 
     timestamp: datetime
-    sequence: int = 0
+    sequence: int | None = None
 
     @classmethod
     def of(cls, mark: Watermark) -> StatusWatermark:
@@ -59,13 +61,14 @@ class StatusWatermark:
         return Watermark(self.timestamp, self.sequence)
 
     def __str__(self) -> str:
-        return f"{format_timestamp(self.timestamp)}#{self.sequence}"
+        return str(self.mark)
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> StatusWatermark | None:
         if not data or not data.get("timestamp"):
             return None
-        return cls(parse_timestamp(str(data["timestamp"])), int(data.get("sequence") or 0))
+        sequence = data.get("sequence")
+        return cls(parse_timestamp(str(data["timestamp"])), None if sequence is None else int(sequence))
 
     def to_dict(self) -> dict[str, Any]:
         return {"timestamp": format_timestamp(self.timestamp), "sequence": self.sequence}
