@@ -237,17 +237,29 @@ def _watermark_at(table: Table, at_seconds: float) -> Watermark | None:
     marks = [
         (s.timestamp_ms, s)
         for s in iceberg_io.lineage(table)
-        if s.timestamp_ms <= at_seconds * 1000 and "offload.watermark.timestamp" in _summary(s)
+        if s.timestamp_ms <= at_seconds * 1000 and _has_mark(_summary(s))
     ]
     if not marks:
         return None
     return _mark(_summary(max(marks, key=lambda m: m[0])[1]))
 
 
+def _has_mark(summary: Mapping[str, str]) -> bool:
+    return "offload.watermark.before" in summary or "offload.watermark.timestamp" in summary
+
+
 def _mark(summary: Mapping[str, str]) -> Watermark:
+    """A commit's watermark: "every row before" (this protocol) or the first version's position."""
+    if "offload.watermark.before" in summary:
+        return Watermark(parse_timestamp(summary["offload.watermark.before"]))
     return Watermark(
         parse_timestamp(summary["offload.watermark.timestamp"]), int(summary["offload.watermark.sequence"])
     )
+
+
+def _status_mark(mark: Mapping[str, Any]) -> Watermark:
+    sequence = mark.get("sequence")
+    return Watermark(parse_timestamp(mark["timestamp"]), None if sequence is None else int(sequence))
 
 
 def _run_snapshot(table: Table, run: str) -> dict[str, str] | None:
@@ -313,9 +325,9 @@ def test_runbook_tables_complete_two_cycles_exactly_once(
         if last["outcome"] == "Succeeded":
             commit = _run_snapshot(committed, last["name"])
             assert commit is not None, f"{name}: no Iceberg snapshot carries run {last['name']}"
-            assert _mark(commit) == Watermark(
-                parse_timestamp(status["watermark"]["timestamp"]), int(status["watermark"]["sequence"])
-            ), f"{name}: status watermark {status['watermark']} != the run's commit {commit}"
+            assert _mark(commit) == _status_mark(status["watermark"]), (
+                f"{name}: status watermark {status['watermark']} != the run's commit {commit}"
+            )
             assert status["rowCount"] == int(commit["total-records"]), f"{name}: rowCount {status['rowCount']}"
             assert last["rows"] == int(commit["added-records"]), f"{name}: lastRun.rows {last['rows']}"
         else:  # Skipped: nothing new closed (a candle longer than a cycle); the watermark stayed
@@ -411,8 +423,10 @@ def test_offload_watermarks_mirror_matches_the_status(worlds: Worlds, cycles: Cy
                 found.append(f"{source}: {counts.get(source, 0)} rows in offload_watermarks")
                 continue
             mark = status.get("watermark") or {}
-            expected = Watermark(parse_timestamp(mark["timestamp"]), int(mark["sequence"])) if mark else None
-            got = Watermark(row.last_offload_timestamp, row.last_offload_max_sequence)
+            status_mark = _status_mark(mark) if mark else None
+            # The mirror keeps the runbook's columns: the timestamp, and 0 as the sequence of this protocol.
+            expected = (status_mark.timestamp, status_mark.sequence or 0) if status_mark else None
+            got = (row.last_offload_timestamp, row.last_offload_max_sequence)
             if (row.status, row.failure_count, got) != ("success", 0, expected):
                 found.append(f"{source}: mirror {row.status}/{row.failure_count}/{got}, status watermark {expected}")
         return found
@@ -478,8 +492,8 @@ def test_metrics_show_the_status_figures_and_no_alert_fires(worlds: Worlds, cycl
                 if figures.get((metric, name)) != value:
                     found.append(f"{name}: {metric} = {figures.get((metric, name))}, status says {value}")
             lag = figures.get(("iceberg_offload_lag_seconds", name), -1.0)
-            if not before - mark - candle_seconds - 1 <= lag <= after - mark - candle_seconds + 1:
-                found.append(f"{name}: lag {lag} is not now - (watermark + candle)")
+            if not before - mark - 1 <= lag <= after - mark + 1:
+                found.append(f"{name}: lag {lag} is not now - watermark")
             if figures.get(("iceberg_offload_runs_total:Succeeded", name), 0) < 1:
                 found.append(f"{name}: no succeeded run counted")
             # The PrometheusRule's expressions (helm/iceberg-offload/templates/prometheusrule.yaml).

@@ -170,9 +170,16 @@ class OffloadEnv:
         return [tuple(r) for r in self.clickhouse.query(sql, parameters=parameters).result_rows]
 
     def ch_count_through(self, table: str, mark: Watermark) -> int:
-        """Source rows with (timestamp, sequence) <= mark, written out from the spec."""
+        """Source rows the watermark covers, written out from the spec: those before its
+        timestamp, or for a first-version watermark those with (timestamp, sequence) <= mark."""
         seq = "toInt64(sequence)" if table in (*BRONZE, "silver_trades") else "0"
         ts = "exchange_timestamp" if table in (*BRONZE, "silver_trades") else "window_start"
+        if mark.sequence is None:
+            before = self.ch_rows(
+                f"SELECT count() FROM `{self.name}`.`{table}` WHERE {ts} < {{t:DateTime64(6, 'UTC')}}",
+                t=ch_ts(mark.timestamp),
+            )
+            return int(before[0][0])
         rows = self.ch_rows(
             f"SELECT count() FROM `{self.name}`.`{table}` "
             f"WHERE {ts} < {{t:DateTime64(6, 'UTC')}} OR ({ts} = {{t:DateTime64(6, 'UTC')}} AND {seq} <= {{s:Int64}})",

@@ -29,8 +29,8 @@ import pytest
 from iceberg_offload.core.result import (
     RUN_ID,
     SOURCE,
-    WATERMARK_SEQUENCE,
-    WATERMARK_TIMESTAMP,
+    TIMESTAMP_COLUMN,
+    WATERMARK_BEFORE,
     WINDOW_FROM,
     WINDOW_TO,
     OffloadResult,
@@ -73,10 +73,11 @@ def micros(value: datetime) -> int:
     return (value - EPOCH) // timedelta(microseconds=1)
 
 
-def last_closed_candle(complete_through: datetime, interval: timedelta) -> datetime:
-    """The start s of the newest epoch-aligned candle [s, s + interval) with s + interval <= complete_through,
-    written out from the spec (independently of iceberg_offload.core.planning)."""
-    return complete_through - (complete_through - EPOCH) % interval - interval
+def first_open_candle(complete_before: datetime, interval: timedelta) -> datetime:
+    """The start s of the oldest epoch-aligned candle [s, s + interval) with s + interval > complete_before:
+    the candles before it are the closed ones. Written out from the spec (independently of
+    iceberg_offload.core.planning)."""
+    return complete_before - (complete_before - EPOCH) % interval
 
 
 def iso(value: datetime) -> str:
@@ -84,27 +85,25 @@ def iso(value: datetime) -> str:
 
 
 def expected_bronze_mark(env: Any, table: str, now: datetime) -> Watermark:
-    """The watermark a run of a sequenced table at `now` commits, from the spec."""
-    bound = now - BUFFER
-    return Watermark(bound, env.max_sequence_at(table, bound) or 0)
+    """The watermark a run of a trade table at `now` commits, from the spec: every row before now - buffer."""
+    return Watermark(now - BUFFER)
 
 
 def keys(env: Any, table: str) -> tuple[Counter[tuple[int, int]], set[tuple[int, int]]]:
-    """(Iceberg's (timestamp, sequence) keys with multiplicity, ClickHouse's keys through the committed watermark)."""
+    """(Iceberg's (timestamp, sequence) keys with multiplicity, ClickHouse's keys before the committed watermark)."""
     mark = env.watermark(table)
     assert mark is not None, f"{table}: no committed watermark"
     iceberg = Counter(env.iceberg_rows(table, ("exchange_timestamp", "sequence")))
     source = env.ch_rows(
         f"SELECT toUnixTimestamp64Micro(exchange_timestamp), toInt64(sequence) FROM `{env.name}`.`{table}` "
-        "WHERE (exchange_timestamp, toInt64(sequence)) <= ({t:DateTime64(6, 'UTC')}, {s:Int64})",
+        "WHERE exchange_timestamp < {t:DateTime64(6, 'UTC')}",
         t=mark.timestamp.strftime("%Y-%m-%d %H:%M:%S.%f"),
-        s=mark.sequence,
     )
     return iceberg, set(source)
 
 
 def assert_exactly_once(env: Any, table: str) -> None:
-    """Iceberg holds each source row through the committed watermark exactly once, and nothing else."""
+    """Iceberg holds each source row before the committed watermark exactly once, and nothing else."""
     iceberg, source = keys(env, table)
     duplicates = {k: n for k, n in iceberg.items() if n > 1}
     assert not duplicates, f"{table}: {len(duplicates)} keys duplicated in Iceberg, e.g. {list(duplicates)[:3]}"
@@ -113,12 +112,12 @@ def assert_exactly_once(env: Any, table: str) -> None:
     assert not extra, f"{table}: {len(extra)} Iceberg rows not in the source window, e.g. {sorted(extra)[:3]}"
 
 
-def gold_rows_ch(env: Any, table: str, through: datetime) -> list[tuple[Any, ...]]:
+def gold_rows_ch(env: Any, table: str, before: datetime) -> list[tuple[Any, ...]]:
     return sorted(
         env.ch_rows(
             "SELECT toUnixTimestamp64Micro(window_start), exchange, symbol, open, high, low, close, volume, "
-            f"toInt64(trade_count) FROM `{env.name}`.`{table}` WHERE window_start <= {{t:DateTime64(6, 'UTC')}}",
-            t=through.strftime("%Y-%m-%d %H:%M:%S.%f"),
+            f"toInt64(trade_count) FROM `{env.name}`.`{table}` WHERE window_start < {{t:DateTime64(6, 'UTC')}}",
+            t=before.strftime("%Y-%m-%d %H:%M:%S.%f"),
         )
     )
 
@@ -172,7 +171,8 @@ def unchanged(after: dict[str, Any], before: dict[str, Any]) -> bool:
 
 def mirror_mark(env: Any, table: str) -> Watermark | None:
     row = env.mirror(table)
-    return None if row is None else Watermark(row.last_offload_timestamp, row.last_offload_max_sequence)
+    # The mirror keeps the runbook's columns: a watermark of this protocol has sequence 0 there.
+    return None if row is None else Watermark(row.last_offload_timestamp, row.last_offload_max_sequence or None)
 
 
 # --- 1. two cycles of the nine runbook tables ---------------------------------------------------
@@ -218,7 +218,7 @@ def test_cycles_commit_up_to_the_bound(two_cycles: dict[str, Any]) -> None:
                 assert marks[table] == expected, f"{table}: Iceberg watermark {marks[table]} != {expected}"
         for table in GOLD:
             r = results[table]
-            expected = Watermark(last_closed_candle(bound, GOLD_INTERVALS[table]), 0)
+            expected = Watermark(first_open_candle(bound, GOLD_INTERVALS[table]))
             assert r.watermark == expected, f"{table} at {now}: watermark {r.watermark}, expected {expected}"
     for table in GOLD:
         before = first[table].watermark
@@ -228,7 +228,7 @@ def test_cycles_commit_up_to_the_bound(two_cycles: dict[str, Any]) -> None:
         assert first[table].outcome == "committed" and first[table].rows > 0, f"{table}: {first[table]}"
     # With these clocks (bound 00:35 then 00:50 past base) the 1m/5m/15m candles move, 30m/1h/1d do not.
     assert [t for t in GOLD if second[t].outcome == "committed"] == ["gold_ohlcv_1m", "gold_ohlcv_5m", "gold_ohlcv_15m"]
-    assert env.watermark("gold_ohlcv_1d") == Watermark(two_cycles["base"] - timedelta(days=1))
+    assert env.watermark("gold_ohlcv_1d") == Watermark(two_cycles["base"])
 
 
 def test_counts_match_clickhouse_through_the_watermark(two_cycles: dict[str, Any]) -> None:
@@ -266,18 +266,18 @@ def test_bronze_and_silver_rows_equal_the_source(two_cycles: dict[str, Any]) -> 
     for ts in two_cycles["seams"]:
         assert micros(ts) in on_seams, f"the row at the sub-window seam {ts} is missing"
         newest = max(ts for ts, _ in env.iceberg_rows(table, ("exchange_timestamp", "sequence")))
-        assert newest <= micros(now2 - BUFFER), f"{table}: a row newer than now - buffer was offloaded"
+        assert newest < micros(now2 - BUFFER), f"{table}: a row at or after now - buffer was offloaded"
     # Whole rows, every column, around the seam between the two commits.
     seam = two_cycles["marks1"]["bronze_trades_binance"].timestamp
     lo, hi = micros(seam - timedelta(minutes=2)), micros(seam + timedelta(minutes=2))
-    iceberg = sorted(r for r in env.iceberg_rows("bronze_trades_binance", BINANCE_COLUMNS) if lo < r[0] <= hi)
+    iceberg = sorted(r for r in env.iceberg_rows("bronze_trades_binance", BINANCE_COLUMNS) if lo <= r[0] < hi)
     source = sorted(
         env.ch_rows(
             "SELECT toUnixTimestamp64Micro(exchange_timestamp), toInt64(sequence), toString(symbol), "
             "toInt64(trade_id), price, quantity, toString(side), is_buyer_maker, "
             "toUnixTimestamp64Micro(ingestion_timestamp) "
-            f"FROM `{env.name}`.bronze_trades_binance WHERE exchange_timestamp > {{lo:DateTime64(6, 'UTC')}} "
-            "AND exchange_timestamp <= {hi:DateTime64(6, 'UTC')}",
+            f"FROM `{env.name}`.bronze_trades_binance WHERE exchange_timestamp >= {{lo:DateTime64(6, 'UTC')}} "
+            "AND exchange_timestamp < {hi:DateTime64(6, 'UTC')}",
             lo=(seam - timedelta(minutes=2)).strftime("%Y-%m-%d %H:%M:%S.%f"),
             hi=(seam + timedelta(minutes=2)).strftime("%Y-%m-%d %H:%M:%S.%f"),
         )
@@ -295,7 +295,8 @@ def test_gold_candles_equal_the_source(two_cycles: dict[str, Any]) -> None:
         iceberg = sorted(env.iceberg_rows(table, GOLD_COLUMNS))
         source = gold_rows_ch(env, table, mark.timestamp)
         assert iceberg, f"{table}: no candles offloaded"
-        assert max(r[0] for r in iceberg) == micros(mark.timestamp), f"{table}: the newest candle is not the watermark"
+        newest = micros(mark.timestamp - GOLD_INTERVALS[table])
+        assert max(r[0] for r in iceberg) == newest, f"{table}: the newest candle is not the one before the watermark"
         assert iceberg == source, f"{table}: candles differ (OHLCV or keys) between Iceberg and ClickHouse"
         assert len({r[:3] for r in iceberg}) == len(iceberg), f"{table}: a (window_start, exchange, symbol) repeats"
 
@@ -310,8 +311,8 @@ def test_snapshot_summaries_carry_watermark_window_and_run_id(two_cycles: dict[s
                 continue
             summary = summary_of(env, table, r.snapshot_id)
             expected = {
-                WATERMARK_TIMESTAMP: r.watermark_timestamp,
-                WATERMARK_SEQUENCE: str(r.watermark_sequence),
+                WATERMARK_BEFORE: r.watermark_timestamp,
+                TIMESTAMP_COLUMN: env.spec(table).source.timestamp_column,
                 WINDOW_FROM: str(previous),
                 WINDOW_TO: str(r.watermark),
                 RUN_ID: f"{label}-{table}",
@@ -653,12 +654,16 @@ def test_late_rows_at_the_watermark_timestamp_arrive_exactly_once(make_env: Any,
     insert_binance(env, mark_ts, on_time)
 
     first = env.run(table, mark_ts + BUFFER)
-    assert first.watermark == Watermark(mark_ts, on_time[-1]), f"watermark should be the last row at the bound: {first}"
+    assert first.watermark == Watermark(mark_ts), f"the watermark should be the bound: {first}"
+    assert micros(mark_ts) not in {ts for ts, _ in env.iceberg_rows(table, ("exchange_timestamp", "sequence"))}, (
+        "rows at the bound's own millisecond belong to the next window"
+    )
 
+    # More rows at that millisecond, with higher and lower sequences than the first ones.
     late_seq = env.next_sequence(table)
-    late = [late_seq, late_seq + 1]
+    late = [late_seq, late_seq + 1, first_seq - 1]
     insert_binance(env, mark_ts, late)
-    # The same clock: nothing after the bound's timestamp yet, so the late rows wait.
+    # The same clock: the bound has not moved, so every row at it waits.
     assert env.run(table, mark_ts + BUFFER).outcome == "skipped"
 
     second = env.run(table, mark_ts + BUFFER + timedelta(minutes=1))
@@ -694,11 +699,11 @@ def test_gold_candle_is_offloaded_only_after_interval_plus_buffer(make_env: Any,
     assert source_candle, "ClickHouse should already hold the (open) candle"
 
     before = env.cycle(close + BUFFER - timedelta(seconds=1), names, "gold-1")
-    assert before[table].watermark == Watermark(candle - hour), f"candle offloaded before its close + buffer: {before}"
+    assert before[table].watermark == Watermark(candle), f"candle offloaded before its close + buffer: {before}"
     assert max(r[0] for r in env.iceberg_rows(table, GOLD_COLUMNS)) < micros(candle)
 
     after = env.cycle(close + BUFFER + timedelta(seconds=1), names, "gold-2")
-    assert after[table].outcome == "committed" and after[table].watermark == Watermark(candle), after[table]
+    assert after[table].outcome == "committed" and after[table].watermark == Watermark(close), after[table]
     offloaded = sorted(r for r in env.iceberg_rows(table, GOLD_COLUMNS) if r[0] == micros(candle))
     assert offloaded == sorted(source_candle), "the closed candle's OHLCV differs from ClickHouse's"
     assert after[table].rows == len(source_candle)
@@ -775,7 +780,7 @@ def test_downstream_tables_never_pass_their_upstream_watermarks(make_env: Any, b
         settings=env.settings,
     )
     assert code == 0 and gold is not None and gold.outcome == "committed", f"{gold} {err[-500:]}"
-    expected = Watermark(last_closed_candle(result.watermark.timestamp, timedelta(minutes=1)))
+    expected = Watermark(first_open_candle(result.watermark.timestamp, timedelta(minutes=1)))
     assert gold.watermark == expected, f"gold passed silver's watermark {result.watermark}: {gold}"
     assert sorted(env.iceberg_rows("gold_ohlcv_1m", GOLD_COLUMNS)) == gold_rows_ch(
         env, "gold_ohlcv_1m", expected.timestamp

@@ -58,7 +58,7 @@ def _print_results(title: str, results: list[OffloadResult]) -> None:
                 r.table,
                 r.outcome,
                 str(r.rows),
-                f"{r.watermark_timestamp}#{r.watermark_sequence}",
+                str(r.watermark or "-"),
                 f"{r.duration_seconds:.1f}",
             ]
             for r in results

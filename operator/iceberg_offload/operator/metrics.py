@@ -85,7 +85,7 @@ class OffloadMetrics(Collector):
         )
         lag = GaugeMetricFamily(
             "iceberg_offload_lag_seconds",
-            "Now minus the end of the data the watermark covers (for candles: the newest candle's end)",
+            "Now minus the watermark: every row (for candles: every candle) before it is offloaded",
             labels=LABELS,
         )
         candle = GaugeMetricFamily(
@@ -102,7 +102,7 @@ class OffloadMetrics(Collector):
             key = [namespace, table]
             if state.watermark is not None:
                 watermark.add_metric(key, state.watermark)
-                lag.add_metric(key, max(0.0, now - state.watermark - state.candle_seconds))
+                lag.add_metric(key, max(0.0, now - state.watermark))
             candle.add_metric(key, state.candle_seconds)
             failures.add_metric(key, state.failures)
             if state.rows is not None:
