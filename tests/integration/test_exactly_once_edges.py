@@ -376,3 +376,37 @@ def test_reset_to_a_millisecond_offloads_its_rows_once(
     assert again.mark is not None and again.mark.timestamp > point, again.mark
     # The same clock as before the reset: the same rows, each once.
     assert again.iceberg == before.iceberg, f"EDGES_SEED={seed}: the rows differ from those before the reset"
+
+
+# --- 4. a table committed by the first protocol version continues exactly ---------------------------
+
+
+def test_a_table_committed_by_the_first_protocol_continues_where_it_stopped(
+    make_env: Any, base: datetime, seed: int
+) -> None:
+    """The first version's last commit said (T, s): every row at or before (T, s) is offloaded.
+    The state is made here as that version left it (rows through (T, s), that watermark in the
+    newest commit's summary); the next run of this version must
+    add the rows at T after s and those after T, each once."""
+    env = make_env("first_protocol", tables=[BINANCE])
+    rng = random.Random(seed)
+    point = base + timedelta(minutes=20)
+    env.feed(base, point + timedelta(minutes=20), seed=seed)
+    at_point = insert_binance(env, point, rng.randint(3, 6))
+    cut = at_point[rng.randrange(len(at_point) - 1)]  # the first version's sequence at T: rows after it wait
+    # Offload through T (all rows at T), then delete those at T after `cut` in a commit that carries
+    # only the first version's summary keys: exactly the state that version left behind.
+    env.run(BINANCE, point + BUFFER + timedelta(microseconds=1))
+    iceberg = env.catalog.load_table(f"{env.name}.{BINANCE}")
+    stamp = point.isoformat()
+    legacy = {THROUGH_TIMESTAMP: point.strftime("%Y-%m-%dT%H:%M:%S.%fZ"), THROUGH_SEQUENCE: str(cut)}
+    iceberg.delete(f"exchange_timestamp = '{stamp}' AND sequence > {cut}", snapshot_properties=legacy)
+    assert committed_mark(env.catalog.load_table(f"{env.name}.{BINANCE}")) == Mark(point, cut)
+    assert_exactly_once(env, BINANCE, seed)  # the oracle reads the first version's watermark too
+
+    result = committed(env, BINANCE, point + BUFFER + timedelta(minutes=10))
+    after = assert_exactly_once(env, BINANCE, seed)
+    assert after.mark is not None and after.mark.timestamp == point + timedelta(minutes=10), after.mark
+    held = Counter(seq for ts, seq in after.iceberg.elements() if ts == micros(point))
+    assert all(held[s] == 1 for s in at_point), f"EDGES_SEED={seed}: rows at T after the upgrade: {held}"
+    assert result.window_from == f"{iso(point)}#{cut}", f"the window did not continue from (T, s): {result}"

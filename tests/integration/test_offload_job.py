@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from iceberg_offload import cli
+from iceberg_offload.adapters import iceberg_io
 from iceberg_offload.core.result import (
     RUN_ID,
     SOURCE,
@@ -695,7 +697,7 @@ def test_gold_candle_is_offloaded_only_after_interval_plus_buffer(make_env: Any,
     candle = base  # the candle [base, base + 1h)
     close = candle + hour
     env.feed(base - timedelta(minutes=30), close + timedelta(minutes=10))
-    source_candle = [r for r in gold_rows_ch(env, table, candle) if r[0] == micros(candle)]
+    source_candle = [r for r in gold_rows_ch(env, table, close) if r[0] == micros(candle)]
     assert source_candle, "ClickHouse should already hold the (open) candle"
 
     before = env.cycle(close + BUFFER - timedelta(seconds=1), names, "gold-1")
@@ -785,3 +787,28 @@ def test_downstream_tables_never_pass_their_upstream_watermarks(make_env: Any, b
     assert sorted(env.iceberg_rows("gold_ohlcv_1m", GOLD_COLUMNS)) == gold_rows_ch(
         env, "gold_ohlcv_1m", expected.timestamp
     )
+
+
+# --- reset: the table knows its own column -------------------------------------------------------
+
+
+def test_reset_takes_the_timestamp_column_from_the_table(
+    make_env: Any, base: datetime, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env = make_env("reset_column", tables=["bronze_trades_binance"])
+    table = "bronze_trades_binance"
+    # Never committed: the column is its time partitioning's source.
+    assert iceberg_io.timestamp_column(env.iceberg(table)) == "exchange_timestamp"
+    env.feed(base, base + timedelta(minutes=20))
+    first = env.run(table, base + timedelta(minutes=20))
+    assert iceberg_io.timestamp_column(env.iceberg(table)) == "exchange_timestamp"  # recorded by the commit
+    for name, value in to_env(env.settings).items():
+        monkeypatch.setenv(name, value)
+    snapshots = env.snapshot_ids(table)
+    for to, wanted in ((f"{first.watermark_timestamp}#5", "timestamps only"), ("notatime", "ISO-8601")):
+        capsys.readouterr()
+        code = cli.main(["reset", "--table", f"{env.name}.{table}", "--to", to, "--yes"])
+        err = capsys.readouterr().err
+        assert code == 1 and err.startswith("iceberg-offload: error: ") and wanted in err, (code, err)
+        assert len(err.strip().splitlines()) == 1, f"not one line: {err}"
+    assert env.snapshot_ids(table) == snapshots, "a refused reset changed the table"

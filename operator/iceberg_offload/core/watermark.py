@@ -1,4 +1,4 @@
-"""Watermarks and windows: positions in a table's (timestamp, sequence) order.
+"""Watermarks and windows: positions in a table's timestamp order.
 
 Pure logic: no engine, catalog or network imports.
 """
