@@ -1,9 +1,9 @@
 """Watermarks, windows and timestamp text (iceberg_offload.core.watermark).
 
 A watermark of this protocol, Watermark(T), covers every row with a timestamp before T; one of the
-first protocol version, Watermark(T, s), covers every row at or before (T, s). The models below
-(`rank`, `covered`, `held`) restate that with plain comparisons on microseconds and share nothing
-with the module's own `key`, `covers` and `holds`.
+first protocol version, Watermark(T, s), covers every row at or before (T, s). The model of
+window_model.py (`rank`, `covered`, `held`) restates that with plain comparisons and shares
+nothing with the module's own `key`, `covers` and `holds`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from iceberg_offload.core.watermark import (
     parse_timestamp,
     utc,
 )
+from window_model import covered, held, rank
 
 PROPERTY = settings(max_examples=200, deadline=None)
 
@@ -45,25 +46,6 @@ near = st.integers(min_value=-2, max_value=2).map(lambda n: T0 + n * US)
 near_sequences = st.sampled_from([0, 1, 2, SEQUENCE_MAX - 1, SEQUENCE_MAX])
 marks = st.builds(Watermark, near, st.none() | near_sequences)
 rows = st.tuples(near, near_sequences)
-
-
-def micros(value: datetime) -> int:
-    """Microseconds since the epoch; a naive value is UTC."""
-    return (value.replace(tzinfo=value.tzinfo or UTC) - EPOCH) // US
-
-
-def rank(mark: Watermark) -> tuple[int, int, int]:
-    """The model order: before T, then through (T, 0), (T, 1), ... then before T + 1us."""
-    if mark.sequence is None:
-        return (micros(mark.timestamp), 0, 0)
-    return (micros(mark.timestamp), 1, mark.sequence)
-
-
-def covered(mark: Watermark, ts: datetime, seq: int) -> bool:
-    """The model of what a watermark covers."""
-    if mark.sequence is None:
-        return micros(ts) < micros(mark.timestamp)
-    return micros(ts) < micros(mark.timestamp) or (micros(ts) == micros(mark.timestamp) and seq <= mark.sequence)
 
 
 # --- utc / Watermark normalisation ------------------------------------------------------------
@@ -330,11 +312,6 @@ def test_parse_position_refuses_text_that_is_not_a_timestamp(text: str) -> None:
 
 
 # --- Window: [lower, upper) -------------------------------------------------------------------
-
-
-def held(window: Window, ts: datetime, seq: int) -> bool:
-    """The model of a window: covered by its upper bound, not by its lower one."""
-    return covered(window.upper, ts, seq) and not covered(window.lower, ts, seq)
 
 
 def test_window_error_is_a_value_error() -> None:
