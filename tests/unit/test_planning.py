@@ -33,6 +33,7 @@ PROPERTY = settings(max_examples=200, deadline=None)
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 US = timedelta(microseconds=1)
+SECOND = timedelta(seconds=1)
 MIN = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -550,6 +551,93 @@ def test_scheduled_runs_are_contiguous_never_overlap_and_leave_no_gap(
             assert earlier.upper <= later.lower  # [a, b) and [c, d) with b <= c share no row
     rows = data.draw(rows_around([first.timestamp, *(b.timestamp for b in bounds)], (start - HOUR, now + HOUR)))
     assert_windows_partition(windows, first, last, rows)
+
+
+# --- exactly once, modelled: runs over rows that arrive late or on time ---------------------------
+
+
+@dataclass(frozen=True)
+class TradeRow:
+    ts: datetime
+    seq: int
+    arrival: datetime  # when the row becomes visible in ClickHouse
+
+
+@dataclass(frozen=True)
+class Tick:
+    advance: int  # seconds
+    parts: int
+
+
+def run_sequence(
+    rows: list[TradeRow], start: Watermark | None, clock: datetime, ticks: list[Tick], buffer: timedelta
+) -> tuple[list[int], Watermark]:
+    """Each tick one run: it reads the visible rows of its window in pieces, as the job does, and
+    commits the window's upper bound. Returns how often each row was read, and the last watermark."""
+    counts = [0] * len(rows)
+    committed, now = start, clock
+    for tick in ticks:
+        now += tick.advance * SECOND
+        window = plan_window(committed, upper_bound(now=now, buffer=buffer)).window
+        if window is None:
+            continue
+        visible = [i for i, r in enumerate(rows) if r.arrival <= now]
+        first = min((rows[i].ts for i in visible if window.holds(rows[i].ts, rows[i].seq)), default=None)
+        for piece in split_window(window, tick.parts, data_from=first):  # first: what window_stats finds
+            for i in visible:
+                counts[i] += piece.holds(rows[i].ts, rows[i].seq)
+        committed = window.upper
+    return counts, committed or INITIAL_WATERMARK
+
+
+Scenario = tuple[list[TradeRow], Watermark | None, datetime, list[Tick], timedelta]
+
+
+@st.composite
+def scenarios(draw: st.DrawFn, late_rows: bool) -> Scenario:
+    buffer = draw(st.sampled_from([0, 1, 3])) * SECOND
+    rows = []
+    for _ in range(draw(st.integers(min_value=0, max_value=25))):
+        ts = T0 + draw(st.integers(min_value=0, max_value=40)) * SECOND  # whole seconds: rows sit on the bounds
+        seq = draw(st.sampled_from([0, 1, 2, 3, 10, SEQUENCE_MAX]))
+        max_delay = 9 * 10**6 if late_rows else buffer // US
+        rows.append(TradeRow(ts, seq, ts + draw(st.integers(min_value=0, max_value=max_delay)) * US))
+    start = draw(st.none() | st.builds(Watermark, st.just(T0 + 3 * SECOND), st.none() | st.sampled_from([0, 2, 10])))
+    clock = T0 + draw(st.integers(min_value=-2, max_value=5)) * SECOND
+    ticks = draw(
+        st.lists(
+            st.builds(Tick, st.integers(min_value=0, max_value=8), st.integers(min_value=1, max_value=6)),
+            min_size=1,
+            max_size=15,
+        )
+    )
+    return rows, start, clock, ticks, buffer
+
+
+@PROPERTY
+@given(scenario=scenarios(late_rows=False))
+def test_every_punctual_row_before_the_last_watermark_is_offloaded_exactly_once(scenario: Scenario) -> None:
+    rows, start, clock, ticks, buffer = scenario
+    counts, last = run_sequence(rows, start, clock, ticks, buffer)
+    first = start or INITIAL_WATERMARK
+    for row, count in zip(rows, counts, strict=True):
+        expected = 1 if covered(last, row.ts, row.seq) and not covered(first, row.ts, row.seq) else 0
+        assert count == expected, (row, first, last)
+
+
+@PROPERTY
+@given(scenario=scenarios(late_rows=True))
+def test_rows_arriving_after_the_buffer_are_never_offloaded_twice(scenario: Scenario) -> None:
+    rows, start, clock, ticks, buffer = scenario
+    counts, last = run_sequence(rows, start, clock, ticks, buffer)
+    first = start or INITIAL_WATERMARK
+    for row, count in zip(rows, counts, strict=True):
+        assert count <= 1
+        in_range = covered(last, row.ts, row.seq) and not covered(first, row.ts, row.seq)
+        if count:
+            assert in_range, (row, first, last)
+        elif row.arrival - row.ts <= buffer:
+            assert not in_range, f"punctual row {row} before the last watermark {last} was lost"
 
 
 # --- split_window / subwindow_count -----------------------------------------------------------
