@@ -353,12 +353,19 @@ MARK = {"timestamp": "2024-03-01T12:10:00.000000Z", "sequence": 7}
         pytest.param({"rowCount": 0}, Upstream(True), id="no-watermark-yet"),
         pytest.param({"watermark": {"timestamp": ""}}, Upstream(True), id="empty-watermark"),
         pytest.param(
-            {"watermark": MARK}, Upstream(True, Watermark(datetime(2024, 3, 1, 12, 10, tzinfo=UTC), 7)), id="watermark"
+            {"watermark": MARK},
+            Upstream(True, Watermark(datetime(2024, 3, 1, 12, 10, tzinfo=UTC), 7)),
+            id="legacy-watermark",
         ),
         pytest.param(
             {"watermark": {"timestamp": "2024-03-01T12:10:00Z"}},
-            Upstream(True, Watermark(datetime(2024, 3, 1, 12, 10, tzinfo=UTC), 0)),
+            Upstream(True, Watermark(datetime(2024, 3, 1, 12, 10, tzinfo=UTC))),
             id="watermark-without-sequence",
+        ),
+        pytest.param(
+            {"watermark": {"timestamp": "2024-03-01T12:10:00Z", "sequence": None}},
+            Upstream(True, Watermark(datetime(2024, 3, 1, 12, 10, tzinfo=UTC))),
+            id="watermark-with-null-sequence",
         ),
     ],
 )

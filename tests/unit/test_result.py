@@ -10,9 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from iceberg_offload.core.result import (
+    RESET,
     RESULT_MARKER,
     RUN_ID,
     SOURCE,
+    TIMESTAMP_COLUMN,
+    WATERMARK_BEFORE,
     WATERMARK_SEQUENCE,
     WATERMARK_TIMESTAMP,
     WINDOW_FROM,
@@ -21,6 +24,7 @@ from iceberg_offload.core.result import (
     ResultError,
     newest_watermark,
     parse_result,
+    reset_properties,
     summary_properties,
     watermark_from_summary,
 )
@@ -29,43 +33,111 @@ from iceberg_offload.core.watermark import SEQUENCE_MAX, Watermark, Window, form
 PROPERTY = settings(max_examples=200, deadline=None)
 
 T0 = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 instants = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2299, 12, 31), timezones=st.just(UTC))
 sequences = st.one_of(st.sampled_from([0, SEQUENCE_MAX]), st.integers(min_value=0, max_value=SEQUENCE_MAX))
-watermarks = st.builds(Watermark, instants, sequences)
+# What a commit may carry: a watermark of this protocol, or a (T, sequence) one of the first version.
+watermarks = st.builds(Watermark, instants, st.none() | sequences)
 
 
-def _summary(mark: Watermark, run_id: str = "run-1") -> dict[str, str]:
-    window = Window(Watermark(mark.timestamp - timedelta(hours=1)), mark)
-    return summary_properties(window, mark, run_id, "default.bronze_trades_binance")
+def run_summary(upper: datetime, run_id: str = "run-1") -> dict[str, str]:
+    """The summary of a run of this protocol whose window ends at `upper`."""
+    window = Window(Watermark(upper - HOUR), Watermark(upper))
+    return summary_properties(window, run_id, "default.bronze_trades_binance", "exchange_timestamp")
+
+
+def legacy_summary(mark: Watermark, run_id: str = "run-0") -> dict[str, str]:
+    """The summary a run of the first protocol version committed (written out by hand)."""
+    return {
+        WATERMARK_TIMESTAMP: format_timestamp(mark.timestamp),
+        WATERMARK_SEQUENCE: str(mark.sequence),
+        WINDOW_FROM: "1970-01-01T00:00:00.000000Z#0",
+        WINDOW_TO: f"{format_timestamp(mark.timestamp)}#{SEQUENCE_MAX}",
+        RUN_ID: run_id,
+        SOURCE: "default.bronze_trades_binance",
+    }
+
+
+def summary_of(mark: Watermark) -> dict[str, str]:
+    return legacy_summary(mark) if mark.sequence is not None else run_summary(mark.timestamp)
 
 
 # --- snapshot summaries -----------------------------------------------------------------------
 
 
-def test_summary_carries_watermark_window_run_and_source() -> None:
-    window = Window(Watermark(T0, 3), Watermark.end_of(T0 + timedelta(minutes=15)))
-    committed = Watermark(T0 + timedelta(minutes=15), 77)
-    summary = summary_properties(window, committed, "run-42", "default.silver_trades")
+def test_summary_carries_the_watermark_before_window_run_source_and_column() -> None:
+    window = Window(Watermark(T0, 3), Watermark(T0 + timedelta(minutes=15)))
+    summary = summary_properties(window, "run-42", "default.silver_trades", "exchange_timestamp")
     assert summary == {
-        WATERMARK_TIMESTAMP: "2024-03-01T12:15:00.000000Z",
-        WATERMARK_SEQUENCE: "77",
-        WINDOW_FROM: str(window.lower),
-        WINDOW_TO: str(window.upper),
+        WATERMARK_BEFORE: "2024-03-01T12:15:00.000000Z",
+        WINDOW_FROM: "2024-03-01T12:00:00.000000Z#3",
+        WINDOW_TO: "2024-03-01T12:15:00.000000Z",
         RUN_ID: "run-42",
         SOURCE: "default.silver_trades",
+        TIMESTAMP_COLUMN: "exchange_timestamp",
     }
     assert all(isinstance(v, str) for v in summary.values())  # Iceberg summaries are string maps
 
 
 @PROPERTY
-@given(lower=watermarks, committed=watermarks, run_id=st.text(), source=st.text())
-def test_summary_watermark_round_trips(lower: Watermark, committed: Watermark, run_id: str, source: str) -> None:
-    window = Window(min(lower, committed), max(lower, committed))
-    summary = summary_properties(window, committed, run_id, source)
-    assert watermark_from_summary(summary) == committed
-    assert summary[RUN_ID] == run_id
-    assert summary[SOURCE] == source
+@given(
+    lower=watermarks,
+    span=st.integers(min_value=1, max_value=10**12).map(lambda n: timedelta(microseconds=n)),
+    run_id=st.text(),
+    source=st.text(),
+    column=st.text(),
+)
+def test_summary_watermark_round_trips_to_the_window_upper_bound(
+    lower: Watermark, span: timedelta, run_id: str, source: str, column: str
+) -> None:
+    window = Window(lower, Watermark(lower.timestamp + span))
+    summary = summary_properties(window, run_id, source, column)
+    assert watermark_from_summary(summary) == window.upper
+    assert watermark_from_summary(summary) is not None
+    assert WATERMARK_TIMESTAMP not in summary and WATERMARK_SEQUENCE not in summary  # never the legacy keys
+    assert (summary[RUN_ID], summary[SOURCE], summary[TIMESTAMP_COLUMN]) == (run_id, source, column)
+
+
+@pytest.mark.parametrize(
+    ("summary", "expected"),
+    [
+        pytest.param({WATERMARK_BEFORE: "2024-03-01T12:00:00.000000Z"}, Watermark(T0), id="before"),
+        pytest.param({WATERMARK_BEFORE: "2024-03-01T14:00:00+02:00"}, Watermark(T0), id="before-with-offset"),
+        pytest.param(
+            {WATERMARK_TIMESTAMP: "2024-03-01T12:00:00.000000Z", WATERMARK_SEQUENCE: "77"},
+            Watermark(T0, 77),
+            id="legacy-timestamp-and-sequence",
+        ),
+        pytest.param(
+            {WATERMARK_TIMESTAMP: "2024-03-01T12:00:00.000000Z", WATERMARK_SEQUENCE: str(SEQUENCE_MAX)},
+            Watermark(T0, SEQUENCE_MAX),
+            id="legacy-whole-timestamp",
+        ),
+        pytest.param(
+            {WATERMARK_TIMESTAMP: "2024-03-01T12:00:00.000000Z"}, Watermark(T0, 0), id="legacy-without-sequence-is-0"
+        ),
+        pytest.param(
+            {
+                WATERMARK_BEFORE: "2024-03-01T12:00:00.000000Z",
+                WATERMARK_TIMESTAMP: "2024-03-01T11:00:00.000000Z",
+                WATERMARK_SEQUENCE: "5",
+            },
+            Watermark(T0),
+            id="before-wins-over-the-legacy-keys",
+        ),
+    ],
+)
+def test_watermark_from_summary(summary: dict[str, str], expected: Watermark) -> None:
+    assert watermark_from_summary(summary) == expected
+
+
+@PROPERTY
+@given(mark=st.builds(Watermark, instants, sequences))
+def test_legacy_summaries_read_as_their_timestamp_and_sequence(mark: Watermark) -> None:
+    read = watermark_from_summary(legacy_summary(mark))
+    assert read == mark
+    assert read is not None and read.legacy
 
 
 @pytest.mark.parametrize(
@@ -75,20 +147,20 @@ def test_summary_watermark_round_trips(lower: Watermark, committed: Watermark, r
         pytest.param({"operation": "replace", "added-data-files": "3", "deleted-data-files": "12"}, id="compaction"),
         pytest.param({"operation": "delete", "deleted-records": "10"}, id="delete-by-hand"),
         pytest.param({WATERMARK_SEQUENCE: "5"}, id="sequence-without-timestamp"),
+        pytest.param({WINDOW_TO: "2024-03-01T12:00:00.000000Z", RUN_ID: "r"}, id="window-without-watermark"),
     ],
 )
-def test_summary_without_a_watermark_timestamp_has_no_watermark(summary: dict[str, str]) -> None:
+def test_summary_without_a_watermark_has_none(summary: dict[str, str]) -> None:
     assert watermark_from_summary(summary) is None
-
-
-def test_summary_without_a_sequence_means_sequence_zero() -> None:
-    assert watermark_from_summary({WATERMARK_TIMESTAMP: "2024-03-01T12:00:00.000000Z"}) == Watermark(T0, 0)
 
 
 @pytest.mark.parametrize(
     "summary",
     [
-        pytest.param({WATERMARK_TIMESTAMP: "not a time"}, id="bad-timestamp"),
+        pytest.param({WATERMARK_BEFORE: "not a time"}, id="bad-before"),
+        pytest.param({WATERMARK_BEFORE: ""}, id="empty-before"),
+        pytest.param({WATERMARK_BEFORE: "2024-03-01T12:00:00Z#5"}, id="before-with-a-sequence"),
+        pytest.param({WATERMARK_TIMESTAMP: "not a time"}, id="bad-legacy-timestamp"),
         pytest.param({WATERMARK_TIMESTAMP: "2024-03-01T12:00:00Z", WATERMARK_SEQUENCE: "seven"}, id="bad-sequence"),
         pytest.param({WATERMARK_TIMESTAMP: "2024-03-01T12:00:00Z", WATERMARK_SEQUENCE: "-1"}, id="negative-seq"),
         pytest.param(
@@ -101,13 +173,51 @@ def test_unreadable_summary_watermark_raises_result_error(summary: dict[str, str
         watermark_from_summary(summary)
 
 
+# --- reset summaries --------------------------------------------------------------------------
+
+
+def test_reset_summary_carries_the_new_watermark_the_column_and_the_reason() -> None:
+    summary = reset_properties(Watermark(T0), "reset-1", "exchange_timestamp", "replay after a bad deploy")
+    assert summary == {
+        WATERMARK_BEFORE: "2024-03-01T12:00:00.000000Z",
+        RUN_ID: "reset-1",
+        TIMESTAMP_COLUMN: "exchange_timestamp",
+        RESET: "replay after a bad deploy",
+    }
+
+
+@PROPERTY
+@given(mark=watermarks, reason=st.text())
+def test_reset_summary_round_trips_to_the_timestamp(mark: Watermark, reason: str) -> None:
+    summary = reset_properties(mark, "reset", "ts", reason)
+    assert watermark_from_summary(summary) == Watermark(mark.timestamp)
+    assert summary[RESET] == reason
+
+
+def test_a_reset_below_the_last_run_is_the_committed_watermark() -> None:
+    newest_first = [
+        reset_properties(Watermark(T0 - HOUR), "reset", "exchange_timestamp", "replay"),
+        run_summary(T0, "run-2"),
+    ]
+    assert newest_watermark(newest_first) == Watermark(T0 - HOUR)
+
+
+# --- newest_watermark: the newest snapshot in the lineage that carries one wins -----------------
+
+
 def test_newest_watermark_skips_snapshots_without_one() -> None:
     newest_first = [
         {"operation": "replace"},  # compaction after the last run
-        _summary(Watermark(T0, 9), "run-2"),
-        _summary(Watermark(T0 - timedelta(hours=1), 4), "run-1"),
+        run_summary(T0, "run-2"),
+        run_summary(T0 - HOUR, "run-1"),
     ]
-    assert newest_watermark(newest_first) == Watermark(T0, 9)
+    assert newest_watermark(newest_first) == Watermark(T0)
+
+
+def test_the_first_run_after_an_upgrade_supersedes_the_legacy_watermark() -> None:
+    newest_first = [run_summary(T0 + HOUR, "run-2"), {"operation": "replace"}, legacy_summary(Watermark(T0, 9))]
+    assert newest_watermark(newest_first) == Watermark(T0 + HOUR)
+    assert newest_watermark(newest_first[1:]) == Watermark(T0, 9)  # before it: the legacy one
 
 
 @pytest.mark.parametrize(
@@ -121,18 +231,16 @@ def test_newest_watermark_is_none_without_any_run_snapshot(summaries: list[dict[
 def test_newest_watermark_does_not_read_past_the_newest_run_snapshot() -> None:
     def summaries() -> Iterator[dict[str, str]]:
         yield {"operation": "replace"}
-        yield _summary(Watermark(T0, 1))
+        yield run_summary(T0)
         raise AssertionError("read an older snapshot than needed")
 
-    assert newest_watermark(summaries()) == Watermark(T0, 1)
+    assert newest_watermark(summaries()) == Watermark(T0)
 
 
 @PROPERTY
-@given(
-    marks=st.lists(st.none() | watermarks, max_size=8),
-)
-def test_newest_watermark_is_that_of_the_first_run_snapshot(marks: list[Watermark | None]) -> None:
-    summaries = [{"operation": "replace"} if m is None else _summary(m) for m in marks]
+@given(marks=st.lists(st.none() | watermarks, max_size=8))
+def test_newest_watermark_is_that_of_the_first_snapshot_carrying_one(marks: list[Watermark | None]) -> None:
+    summaries = [{"operation": "replace"} if m is None else summary_of(m) for m in marks]
     expected = next((m for m in marks if m is not None), None)
     assert newest_watermark(summaries) == expected
 
@@ -174,11 +282,12 @@ def test_result_line_is_found_among_log_noise(result: OffloadResult, noise: list
 
 
 def test_result_watermark() -> None:
-    result = OffloadResult(
-        "t", "r", "committed", watermark_timestamp="2024-03-01T12:00:00.000000Z", watermark_sequence=5
-    )
-    assert result.watermark == Watermark(T0, 5)
-    assert OffloadResult("t", "r", "skipped", watermark_timestamp="2024-03-01T12:00:00Z").watermark == Watermark(T0)
+    committed = OffloadResult("t", "r", "committed", watermark_timestamp="2024-03-01T12:00:00.000000Z")
+    assert committed.watermark == Watermark(T0)
+    assert committed.watermark is not None and not committed.watermark.legacy
+    # a run that skipped on a table whose newest commit is of the first protocol version
+    legacy = OffloadResult("t", "r", "skipped", watermark_timestamp="2024-03-01T12:00:00Z", watermark_sequence=5)
+    assert legacy.watermark == Watermark(T0, 5)
     assert OffloadResult("t", "r", "failed").watermark is None
 
 

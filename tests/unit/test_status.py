@@ -13,6 +13,7 @@ from decide_kit import SLOT1, Cluster, at, make_spec, upstream_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from iceberg_offload.core.result import RunOutcome
+from iceberg_offload.core.watermark import Watermark
 from iceberg_offload.operator.conditions import Reason
 from iceberg_offload.operator.decide import Observed, decide
 from iceberg_offload.operator.status import (
@@ -93,7 +94,7 @@ condition_list = st.lists(
 statuses = st.builds(
     OffloadTableStatus,
     observed_generation=st.none() | counts,
-    watermark=st.none() | st.builds(StatusWatermark, moments, counts),
+    watermark=st.none() | st.builds(StatusWatermark, moments, st.none() | counts),
     row_count=st.none() | counts,
     last_successful_run=st.none() | moments,
     last_run_duration_seconds=st.none() | st.floats(0, 10**6),
@@ -132,6 +133,47 @@ def test_a_full_status_writes_every_field_the_crd_declares() -> None:
     assert set(written["lastRun"]) == set(STATUS_SCHEMA["properties"]["lastRun"]["properties"])
     assert set(written["conditions"][0]) == set(STATUS_SCHEMA["properties"]["conditions"]["items"]["properties"])
     assert undeclared(written, STATUS_SCHEMA) == []
+
+
+@pytest.mark.parametrize(
+    ("mark", "written", "text"),
+    [
+        pytest.param(
+            Watermark(at(12, 10)),
+            {"timestamp": "2024-03-01T12:10:00.000000Z", "sequence": None},
+            "2024-03-01T12:10:00.000000Z",
+            id="timestamp",
+        ),
+        pytest.param(
+            Watermark(at(12, 10), 7),
+            {"timestamp": "2024-03-01T12:10:00.000000Z", "sequence": 7},
+            "2024-03-01T12:10:00.000000Z#7",
+            id="legacy",
+        ),
+    ],
+)
+def test_status_watermark_writes_a_sequence_only_for_a_legacy_watermark(
+    mark: Watermark, written: dict[str, Any], text: str
+) -> None:
+    status = StatusWatermark.of(mark)
+    assert status.to_dict() == written
+    assert str(status) == text
+    assert StatusWatermark.from_dict(written) == status
+    assert status.mark == mark
+
+
+@pytest.mark.parametrize(
+    ("data", "expected"),
+    [
+        pytest.param({"timestamp": "2024-03-01T12:10:00Z"}, Watermark(at(12, 10)), id="no-sequence-key"),
+        pytest.param({"timestamp": "2024-03-01T12:10:00Z", "sequence": 0}, Watermark(at(12, 10), 0), id="legacy-0"),
+    ],
+)
+def test_status_watermark_reads_a_missing_sequence_as_a_timestamp_watermark(
+    data: dict[str, Any], expected: Watermark
+) -> None:
+    read = StatusWatermark.from_dict(data)
+    assert read is not None and read.mark == expected
 
 
 @pytest.mark.parametrize("observed", [case.values[0] for case in CASES], ids=[case.id for case in CASES])
