@@ -174,13 +174,6 @@ def test_a_sequence_past_int64_at_a_whole_timestamp_legacy_bound(engine: Client)
     assert selected(engine, kind, Window(_mark(0, 7), _mark(2 * MS))) == {0, 1, 2}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (core/watermark.py Watermark.covers): a legacy (T, 2^63 - 1) watermark is the first "
-    "version's end of T, covering every row at T, and window_predicate continues after T; covers() "
-    "compares (ts, seq) <= (T, 2^63 - 1) and so does not cover a row at T with a UInt64 sequence "
-    ">= 2^63: Window((T, 2^63 - 1), U).holds(T, 2^63) is True while the engine does not select it",
-)
 def test_window_holds_agrees_with_the_engine_on_sequences_past_int64(engine: Client) -> None:
     kind = KINDS["ms-with-sequence"]
     load(engine, kind, PAST_INT64)

@@ -130,7 +130,7 @@ def split_window(window: Window, parts: int, data_from: datetime | None = None) 
     if data_from is not None and utc(data_from) >= end:
         return [window]  # no row in the window
     if data_from is not None and start < utc(data_from):
-        start = utc(data_from) - timedelta(microseconds=1)
+        start = utc(data_from)  # the first piece [lower, first cut) then holds the earliest row
     span = _micros(end - start)
     parts = max(1, min(parts, span))
     cuts = sorted({start + timedelta(microseconds=span * i // parts) for i in range(1, parts)})

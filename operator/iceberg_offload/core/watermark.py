@@ -77,6 +77,8 @@ class Watermark:
         """Whether a row at (timestamp, sequence) is offloaded under this watermark."""
         if self.sequence is None:
             return utc(timestamp) < self.timestamp
+        if self.sequence == SEQUENCE_MAX:  # the first version's end of a timestamp: every row at it
+            return utc(timestamp) <= self.timestamp
         return (utc(timestamp), sequence) <= (self.timestamp, self.sequence)
 
     @property
