@@ -317,6 +317,8 @@ def test_two_runs_of_a_window_at_the_watermark_millisecond_commit_it_once(
         f"EDGES_SEED={seed}: {comparison}; {len(won)} runs committed, {len(lost)} failed: {results}"
     )
     assert len(lineage_ids(env, BINANCE)) == len(lineage_before) + 1, "the losing run made a snapshot visible"
+    every = {s.snapshot_id for s in env.catalog.load_table(f"{env.name}.{BINANCE}").snapshots()}
+    assert every == set(lineage_ids(env, BINANCE)), "the losing run's staged snapshot was left in the metadata"
     assert comparison.mark is not None and comparison.mark.timestamp > mark, comparison.mark
 
 

@@ -3,6 +3,7 @@ its rows, committed watermarks, a run's commit, row counts and resets."""
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -14,7 +15,7 @@ from pyiceberg.expressions import BooleanExpression, GreaterThanOrEqual
 from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.table.update import AssertRefSnapshotId, SetSnapshotRefUpdate
+from pyiceberg.table.update import AssertRefSnapshotId, RemoveSnapshotsUpdate, SetSnapshotRefUpdate
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, YearTransform
 from pyiceberg.types import TimestampType, TimestamptzType
 
@@ -137,6 +138,7 @@ def publish(catalog: Catalog, table: Table, staged: Snapshot, base: int | None) 
     the one the run read its watermark from: a compare-and-swap in the catalog, never rebased."""
     name = ".".join(table.name())
     if staged.parent_snapshot_id != base:
+        discard(catalog, table, staged)
         raise ConcurrentCommit(_moved(name, base, staged.parent_snapshot_id))
     # pyiceberg's models take their fields by name at runtime; their pydantic aliases hide it.
     requirement = AssertRefSnapshotId(ref=MAIN_BRANCH, snapshot_id=base)  # type: ignore[call-arg]
@@ -148,10 +150,21 @@ def publish(catalog: Catalog, table: Table, staged: Snapshot, base: int | None) 
     try:
         catalog.commit_table(table, (requirement,), (update,))
     except CommitFailedException as exc:
-        raise ConcurrentCommit(_moved(name, base, table.refresh().metadata.current_snapshot_id)) from exc
+        now = table.refresh().metadata.current_snapshot_id
+        discard(catalog, table, staged)
+        raise ConcurrentCommit(_moved(name, base, now)) from exc
     except CommitStateUnknownException:
         if not any(s.snapshot_id == staged.snapshot_id for s in lineage(table.refresh())):
             raise
+
+
+def discard(catalog: Catalog, table: Table, staged: Snapshot) -> None:
+    """Remove a staged snapshot that will never be published, so that it does not linger in the
+    table's metadata until expiry (its data files are then orphans, for orphan-file removal).
+    Best effort: a staged snapshot holds no visible row, so failing to remove it is harmless."""
+    removal = RemoveSnapshotsUpdate(snapshot_ids=[staged.snapshot_id])  # type: ignore[call-arg]
+    with contextlib.suppress(CommitFailedException, CommitStateUnknownException, ValueError):
+        catalog.commit_table(table, (), (removal,))
 
 
 def _moved(name: str, base: int | None, now: int | None) -> str:

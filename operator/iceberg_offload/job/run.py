@@ -181,7 +181,7 @@ def _commit_window(
     _phase(settings, request, "staged")
     try:
         iceberg_io.publish(target.catalog, target.table, staged, target.base_snapshot)
-    except iceberg_io.ConcurrentCommit as exc:
+    except iceberg_io.ConcurrentCommit as exc:  # the staged snapshot is discarded
         raise OffloadError(str(exc)) from exc
     _phase(settings, request, "committed")
     added = int((staged.summary.get("added-records") if staged.summary else None) or 0)
