@@ -29,7 +29,7 @@ from iceberg_offload.core.settings import to_env
 from iceberg_offload.core.watermark import format_timestamp
 from iceberg_offload.job.run import RunRequest, run_offload
 from iceberg_offload.local.runner import upstream_of
-from oracle import Oracle, Position
+from oracle import ClickHouseHttp, Oracle, Position, open_iceberg
 from pyspark.sql import SparkSession
 from schedules import Insert, Overlap, Reset, Run, Step
 
@@ -41,6 +41,17 @@ COLUMNS = {
     "binance": ["exchange_timestamp", "sequence", "symbol", "trade_id", "price", "quantity", "side", "is_buyer_maker"],
     "kraken": ["exchange_timestamp", "sequence", "pair", "trade_id", "price", "volume", "side", "order_type", "misc"],
 }
+
+
+def oracle_of(env: Any) -> Oracle:
+    """The oracle of an OffloadEnv's tables, on the engines' addresses only."""
+    clickhouse, catalog = env.settings.clickhouse, env.settings.catalog
+    return Oracle(
+        clickhouse=ClickHouseHttp(f"http://{clickhouse.host}:{clickhouse.port}", clickhouse.user, clickhouse.password),
+        catalog=open_iceberg(catalog.name, catalog.uri, catalog.warehouse),
+        database=env.name,
+        namespace=env.name,
+    )
 
 
 class Died(Exception):
@@ -138,6 +149,13 @@ class FaultRunner:
     label: str
     sequences: dict[str, int] = field(default_factory=lambda: {"binance": 0, "kraken": 0})
 
+    def session(self) -> SparkSession:
+        """A session of the one Spark application, shuffling into one partition: the windows hold a
+        few rows, and each shuffle partition costs a task (a session's own SQL conf, not shared)."""
+        session: SparkSession = self.env.spark.newSession()
+        session.conf.set("spark.sql.shuffle.partitions", "1")
+        return session
+
     def at(self, ms: int) -> datetime:
         return self.base + timedelta(milliseconds=ms)
 
@@ -178,7 +196,8 @@ class FaultRunner:
                 raise Died(phase)
 
         try:
-            return describe_result(run_offload(self.env.spark, self.env.settings, self.request(number, run, "", hook)))
+            request = self.request(number, run, "", hook)
+            return describe_result(run_offload(self.session(), self.env.settings, request))
         except Exception as exc:
             return describe_error(exc)
 
@@ -204,7 +223,7 @@ class FaultRunner:
         return "; ".join(f"{chr(65 + i)} {'>'.join(g.stops)}: {g.outcome}" for i, g in enumerate(gates))
 
     def _overlapped(self, number: int, run: Run, tag: str, gate: Gate) -> None:
-        session: SparkSession = self.env.spark.newSession()
+        session = self.session()
         try:
             result = run_offload(session, self.env.settings, self.request(number, run, tag, gate.hook))
             gate.finish(describe_result(result))

@@ -209,7 +209,7 @@ def _overlap(d: _Draw) -> list[Step]:
     d.rng.shuffle(order)
     steps: list[Step] = [Overlap(table, runs, tuple(order))]
     if d.rng.random() < 0.7:
-        steps.append(Run(table, slots[-1], retry=True))
+        steps.append(Run(table, max(slots, key=lambda s: s.now_ms), retry=True))
     return steps
 
 

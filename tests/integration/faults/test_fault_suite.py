@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from oracle import ClickHouseHttp, Oracle, open_iceberg
+from oracle import Oracle
 from report import KINDS, ScheduleReport, save, seeds_from_env, summary_line
-from runner import FaultRunner
+from runner import FaultRunner, oracle_of
 from schedules import TABLES, Schedule, schedule
 
 SEEDS = seeds_from_env()
@@ -36,27 +36,20 @@ def fault_reports(request: pytest.FixtureRequest) -> Iterator[list[ScheduleRepor
     """The reports of the schedules run; at the end, the one line that sums them up."""
     reports: list[ScheduleReport] = []
     yield reports
-    terminal = request.config.pluginmanager.get_plugin("terminalreporter")
-    if terminal is not None and reports:
+    plugins = request.config.pluginmanager
+    terminal, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if terminal is None or capture is None or not reports:
+        return
+    with capture.global_and_fixture_disabled():  # past the output capture, as a summary
         if SEEDS.master is not None:
             terminal.write_line(f"\nfault suite: master seed {SEEDS.master} (FAULT_MASTER_SEED={SEEDS.master})")
-        terminal.write_line(summary_line(reports))
+        terminal.write_line("\n" + summary_line(reports))
 
 
-def oracle_of(env: Any) -> Oracle:
-    clickhouse, catalog = env.settings.clickhouse, env.settings.catalog
-    return Oracle(
-        clickhouse=ClickHouseHttp(f"http://{clickhouse.host}:{clickhouse.port}", clickhouse.user, clickhouse.password),
-        catalog=open_iceberg(catalog.name, catalog.uri, catalog.warehouse),
-        database=env.name,
-        namespace=env.name,
-    )
-
-
-def play(plan: Schedule, runner: FaultRunner, oracle: Oracle) -> list[str]:
+def play(plan: Schedule, runner: FaultRunner, oracle: Oracle, setup: float) -> list[str]:
     """Each step, then the oracle: what happened, step by step."""
     oracle.check(0)
-    done = []
+    done = [f"0. fresh tables ({setup:.1f} s)"]
     for number, step in enumerate(plan.steps, 1):
         began = time.monotonic()
         outcome, resets = runner.step(number, step)
@@ -74,7 +67,8 @@ def test_schedule_keeps_exactly_once(
     started = time.monotonic()
     env = make_env(f"fault_{fault_seed}", tables=TABLES)
     oracle = oracle_of(env)
-    done = play(plan, FaultRunner(env, base, oracle, label=f"fault{fault_seed}"), oracle)
+    setup = time.monotonic() - started
+    done = play(plan, FaultRunner(env, base, oracle, label=f"fault{fault_seed}"), oracle, setup)
     found = oracle.findings
     report = ScheduleReport(
         seed=fault_seed,
