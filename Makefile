@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
 FULL := HYPOTHESIS_PROFILE=full
 QUICK := HYPOTHESIS_PROFILE=check
 
-.PHONY: setup setup-e2e demo check test lint typecheck unit integration e2e chart kube-apiserver helm bench clean
+.PHONY: setup setup-e2e demo check test lint typecheck unit integration e2e chart kube-apiserver helm bench clean fault-suite
 
 setup:
 	@scripts/bootstrap.sh
@@ -48,6 +48,14 @@ integration:
 
 e2e: setup-e2e kube-apiserver
 	$(FULL) $(PY) -m pytest tests/e2e
+
+## The exactly-once fault suite: SCHEDULES random schedules (FAULT_SEED=S replays one) on the real engines,
+## ending with one line "fault-suite: N schedules, D duplicates, G gaps, X extra, R regressions".
+SCHEDULES ?= 200
+fault-suite:
+	@report=$$(mktemp --suffix=.json); \
+	FAULT_SCHEDULES=$(SCHEDULES) FAULT_REPORT=$$report $(FULL) $(PY) -m pytest tests/integration/faults -q --tb=short; \
+	rc=$$?; $(PY) tests/integration/faults/report.py $$report || rc=1; rm -f $$report; exit $$rc
 
 kube-apiserver:
 	@tests/e2e/cluster/build-kube-apiserver.sh >/dev/null

@@ -1,0 +1,73 @@
+"""The oracle can fail: the watermark's two forms read from snapshot summaries, and each kind of
+finding counted on tables made wrong by hand (pyiceberg and ClickHouse directly, no job)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pyarrow as pa
+import pytest
+from oracle import BEFORE, OLD_SEQUENCE, OLD_TIMESTAMP, Position, micros_of, position_of
+from runner import COLUMNS, oracle_of
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+T = "2026-12-01T10:15:00.000000Z"
+T_US = micros_of(T)
+
+
+@pytest.mark.parametrize(
+    ("summary", "expected"),
+    [
+        ({BEFORE: T}, Position(T_US)),
+        ({OLD_TIMESTAMP: T, OLD_SEQUENCE: "7"}, Position(T_US, 7)),
+        ({OLD_TIMESTAMP: T}, Position(T_US, 0)),
+        ({BEFORE: T, OLD_TIMESTAMP: "2026-12-01T09:00:00Z", OLD_SEQUENCE: "3"}, Position(T_US)),
+        ({"offload.run-id": "x"}, None),
+    ],
+)
+def test_watermark_of_a_summary(summary: dict[str, str], expected: Position | None) -> None:
+    assert position_of(summary) == expected
+
+
+def test_what_a_watermark_covers() -> None:
+    new, old = Position(T_US), Position(T_US, 7)
+    assert new.covers(T_US - 1, 99) and not new.covers(T_US, 0)
+    assert old.covers(T_US, 7) and not old.covers(T_US, 8) and old.covers(T_US - 1, 10**9)
+    assert Position(T_US - 1, 10**9) < new < Position(T_US, 0) < old  # "before T" sorts before any row at T
+
+
+def _mark(ts: datetime) -> dict[str, str]:
+    return {BEFORE: ts.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+
+
+def _binance(ts: datetime, seq: int) -> dict[str, Any]:
+    values = [ts, seq, "BTCUSDT", 7_000_000_000 + seq, Decimal("1.5"), Decimal("0.01"), "buy", False]
+    return dict(zip(COLUMNS["binance"], values, strict=True)) | {"ingestion_timestamp": ts}
+
+
+def test_each_kind_of_finding_is_counted(make_env: Any, base: datetime) -> None:
+    env = make_env("oracle_check", tables=["bronze_trades_binance", "bronze_trades_kraken", "silver_trades"])
+    early, late = base + timedelta(minutes=1), base + timedelta(minutes=10)
+    rows = {seq: _binance(early, seq) for seq in (1, 2, 3)} | {4: _binance(late, 4)}
+    env.clickhouse.insert(
+        "bronze_trades_binance",
+        [[r[c] for c in COLUMNS["binance"]] for r in rows.values()],
+        column_names=COLUMNS["binance"],
+    )
+    table = env.iceberg("bronze_trades_binance")
+    schema = table.schema().as_arrow()
+    # 1 twice (a duplicate), 2 never (a gap), 3 once, 4 beyond the watermark and 99 unknown (extra).
+    written = [rows[1], rows[1], rows[3], rows[4], _binance(early, 99)]
+    table.append(pa.Table.from_pylist(written, schema=schema), snapshot_properties=_mark(base + timedelta(minutes=5)))
+    oracle = oracle_of(env)
+    assert oracle.check(1).counts() == (1, 1, 2, 0), oracle.findings.notes
+    table = env.iceberg("bronze_trades_binance")
+    table.append(schema.empty_table(), snapshot_properties=_mark(base + timedelta(minutes=4)))
+    assert oracle.check(2).counts() == (1, 1, 2, 1), oracle.findings.regressions
+    table = env.iceberg("bronze_trades_binance")
+    back = base + timedelta(minutes=3)
+    table.append(schema.empty_table(), snapshot_properties=_mark(back))
+    oracle.check(3, {"bronze_trades_binance": Position((back - EPOCH) // timedelta(microseconds=1))})
+    assert oracle.findings.counts() == (1, 1, 2, 1), "a reset to exactly there is no regression"
