@@ -469,6 +469,45 @@ def test_crash_after_commit_then_rerun(make_env: Any, base: datetime, capsys: An
     assert mirror_mark(env, table) == env.watermark(table) == expected_bronze_mark(env, table, now3)
 
 
+@pytest.mark.parametrize("failpoint", ["mid-read", "staged"])
+def test_a_job_killed_before_its_publish_leaves_nothing_visible(
+    make_env: Any, base: datetime, capsys: Any, failpoint: str
+) -> None:
+    """The job process dies while reading its window, or with its rows staged but unpublished: the
+    table is as before (same lineage, rows, watermark), and the next run offloads the window once."""
+    env = make_env(f"killed_{failpoint.replace('-', '_')}", tables=["bronze_trades_binance"])
+    table = "bronze_trades_binance"
+    now1, now2 = base + timedelta(minutes=20), base + timedelta(minutes=35)
+    env.feed(base, now2)
+    first = env.run(table, now1)
+    lineage = [s.snapshot_id for s in iceberg_io.lineage(env.iceberg(table))]
+    rows = env.iceberg_count(table)
+    job_env = {
+        **os.environ,
+        **to_env(env.settings),
+        "ICEBERG_OFFLOAD_FAILPOINT": failpoint,
+        "ICEBERG_OFFLOAD_SPARK_MASTER": "local[1]",
+    }
+    done = subprocess.run(
+        [sys.executable, "spark_jobs/offload.py", *env.argv(table, "--now", iso(now2), "--run-id", "it-killed")],
+        cwd=REPO,
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,  # mid-read kills the job's whole process group
+    )
+    tail = (done.stdout + done.stderr)[-3000:]
+    assert done.returncode in (137, -9), f"the failpoint did not kill the job ({done.returncode}):\n{tail}"
+    assert parse_result(done.stdout) is None, f"a killed job printed a result:\n{tail}"
+    assert [s.snapshot_id for s in iceberg_io.lineage(env.iceberg(table))] == lineage, "a killed run published"
+    assert env.iceberg_count(table) == rows and env.watermark(table) == first.watermark
+    assert iceberg_io.commit_of_run(env.iceberg(table), "it-killed") is None
+    again = env.run(table, now2, run_id="it-after-kill")
+    assert again.outcome == "committed" and again.window_from == str(first.watermark), again
+    assert_exactly_once(env, table)
+
+
 # --- 4. bad input ------------------------------------------------------------------------------
 
 EXTRA_COLUMN_DDL = """CREATE TABLE {t} (

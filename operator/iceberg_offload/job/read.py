@@ -63,9 +63,14 @@ def read_subwindows(
 
 
 def _mid_read_failpoint() -> None:
-    """Crash tests only: the whole job (its process group: driver and workers) dies mid-read."""
+    """Crash tests only: the whole job dies mid-read. PySpark's daemon makes a process group of
+    its own and so does each worker, so the group killed is that of the daemon's parent, the JVM
+    (in local mode the job's: driver and JVM); start the job in a session of its own."""
     if os.environ.get(FAILPOINT_VARIABLE) == "mid-read":
-        os.killpg(os.getpgrp(), signal.SIGKILL)
+        daemon = os.getppid()
+        with open(f"/proc/{daemon}/stat") as stat:  # "pid (comm) state ppid ...", comm may hold spaces
+            jvm = int(stat.read().rsplit(")", 1)[1].split()[1])
+        os.killpg(os.getpgid(jvm), signal.SIGKILL)
 
 
 def conform(batch: pa.RecordBatch, target: pa.Schema) -> pa.RecordBatch:
