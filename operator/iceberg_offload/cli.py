@@ -1,12 +1,35 @@
-"""The `iceberg-offload` command: local demo, DDL, and a status view of the cold tier."""
+"""The `iceberg-offload` command: local demo, DDL, status and reset of the cold tier, one run.
+
+Every failure is one line on stderr, `iceberg-offload: error: <what>, <what to do>`: exit 2 for
+bad arguments, 1 for anything else; `iceberg-offload --debug <command>` adds the traceback.
+`iceberg-offload run ARGS` hands ARGS unchanged to the job's command line (job/cli.py).
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
-from collections.abc import Sequence
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from iceberg_offload.adapters import ddl
+from iceberg_offload.core.cli_errors import SETTINGS_TODO, CommandError, OneLineParser, error_line, first_line
+
+if TYPE_CHECKING:
+    from pyiceberg.catalog import Catalog
+
+    from iceberg_offload.core.settings import CatalogSettings
+
+PROG = "iceberg-offload"
+DEBUG_TODO = f"`{PROG} --debug ...` shows the traceback"
+# What a demo's state directory holds (local/runner.py): the demo deletes and recreates it.
+DEMO_STATE = ("catalog.db", "clickhouse", "warehouse")
+# Libraries that log the failure they then raise: the raised error is reported, in one line.
+QUIET_LOGGERS = ("clickhouse_connect",)
 
 
 def _ddl(args: argparse.Namespace) -> int:
@@ -41,14 +64,13 @@ def _reset(args: argparse.Namespace) -> int:
     from iceberg_offload.core.settings import Settings
     from iceberg_offload.core.watermark import parse_position
 
+    settings = Settings.from_env()
     try:
-        settings = Settings.from_env()
         mark = parse_position(args.to, "--to")
-        table = iceberg_io.load_table(iceberg_io.open_catalog(settings.catalog), args.table)
-        plan = iceberg_io.plan_reset(table, mark)
-    except (ValueError, iceberg_io.TargetError) as exc:
-        print(f"iceberg-offload: error: {exc}", file=sys.stderr)
-        return 1
+    except ValueError as exc:
+        raise CommandError(str(exc), "give --to as an ISO-8601 timestamp such as 2026-12-01T10:15:00Z") from exc
+    table = iceberg_io.load_table(iceberg_io.open_catalog(settings.catalog), args.table)
+    plan = iceberg_io.plan_reset(table, mark)
     print(f"{settings.catalog.name}.{plan.table}: watermark {plan.previous or 'none'} -> {mark}")
     print(
         f"deletes {plan.rows_to_delete} of {plan.rows} rows ({plan.timestamp_column} >= {mark}) in "
@@ -57,11 +79,7 @@ def _reset(args: argparse.Namespace) -> int:
     if not args.yes:
         print("dry run: nothing changed; repeat with --yes to do it")
         return 0
-    try:
-        done = iceberg_io.reset_watermark(table, plan, args.reason)
-    except iceberg_io.TargetError as exc:
-        print(f"iceberg-offload: error: {exc}", file=sys.stderr)
-        return 1
+    done = iceberg_io.reset_watermark(table, plan, args.reason)
     print(
         f"watermark is now {done.watermark}; rows {done.rows_before} -> {done.rows_after} (snapshot {done.snapshot_id})"
     )
@@ -77,7 +95,7 @@ def _status(args: argparse.Namespace) -> int:
 
     settings = Settings.from_env()
     catalog = iceberg_io.open_catalog(settings.catalog)
-    names = args.tables or [".".join(t) for t in catalog.list_tables(settings.catalog.namespace)]
+    names = args.tables or _tables_of_namespace(catalog, settings.catalog)
     print(f"{'table':<40} {'watermark':<36} rows")
     for name in names:
         table = iceberg_io.load_table(catalog, name)
@@ -85,20 +103,69 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(
-        prog="iceberg-offload", description="Offload ClickHouse tables into Apache Iceberg, exactly once."
-    )
+def _tables_of_namespace(catalog: Catalog, settings: CatalogSettings) -> list[str]:
+    from pyiceberg.exceptions import NoSuchNamespaceError
+
+    try:
+        return [".".join(t) for t in catalog.list_tables(settings.namespace)]
+    except NoSuchNamespaceError as exc:
+        raise CommandError(
+            f"Iceberg namespace {settings.name}.{settings.namespace} does not exist",
+            f"create it with `{PROG} ddl iceberg` or set ICEBERG_OFFLOAD_CATALOG_NAMESPACE",
+        ) from exc
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from iceberg_offload.local.demo import main as demo_main
+
+    _check_state_dir(args.state_dir)
+    if demo_main(["--state-dir", args.state_dir]) != 0:
+        raise CommandError(
+            "ClickHouse's and Iceberg's row counts differ after the demo (see the table above)",
+            "please report it with the output above",
+        )
+    return 0
+
+
+def _check_state_dir(text: str) -> None:
+    """The demo deletes and recreates its state directory: refuse one that holds something else."""
+    path = Path(text)
+    todo = "give a new directory, or one a demo made (the demo deletes and recreates it)"
+    if path.exists() and not path.is_dir():
+        raise CommandError(f"--state-dir {text!r} is not a directory", todo)
+    if Path.cwd().resolve().is_relative_to(path.resolve()):
+        raise CommandError(f"--state-dir {text!r} holds the current directory", todo)
+    if path.is_dir() and any(path.iterdir()) and not any((path / name).exists() for name in DEMO_STATE):
+        raise CommandError(f"--state-dir {text!r} holds files that are not a demo's state", todo)
+
+
+def _table_name(text: str) -> str:
+    """An Iceberg table as <namespace>.<table> (argparse type)."""
+    parts = text.split(".")
+    if len(parts) < 2 or not all(part.strip() for part in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} is not <namespace>.<table> (for example cold.silver_trades)")
+    return text
+
+
+def _parser() -> OneLineParser:
+    p = OneLineParser(prog=PROG, description="Offload ClickHouse tables into Apache Iceberg, exactly once.")
+    p.add_argument("--debug", action="store_true", help="on a failure, print the traceback too")
     sub = p.add_subparsers(dest="command", required=True)
-    demo = sub.add_parser("demo", help="two offload cycles of the runbook's nine tables on embedded engines")
-    demo.add_argument("--state-dir", default=".offload-demo")
-    d = sub.add_parser("ddl", help="create (or --print) the ClickHouse or Iceberg DDL")
+
+    def command(name: str, help: str, **kwargs: Any) -> OneLineParser:
+        return sub.add_parser(name, help=help, error_prefix=PROG, **kwargs)
+
+    demo = command("demo", "two offload cycles of the runbook's nine tables on embedded engines")
+    demo.add_argument("--state-dir", default=".offload-demo", help="where all state lives (deleted and recreated)")
+    d = command("ddl", "create (or --print) the ClickHouse or Iceberg DDL")
     d.add_argument("target", choices=("clickhouse", "iceberg"))
     d.add_argument("--print", action="store_true", help="print the statements instead of applying them")
-    st = sub.add_parser("status", help="committed watermark and row count of Iceberg tables (pyiceberg)")
-    st.add_argument("tables", nargs="*", help="<namespace>.<table> (default: every table of the namespace)")
-    r = sub.add_parser("reset", help="move a table's watermark back, deleting the rows from it on, in one commit")
-    r.add_argument("--table", required=True, help="Iceberg table as <namespace>.<table>")
+    st = command("status", "committed watermark and row count of Iceberg tables (pyiceberg)")
+    st.add_argument(
+        "tables", nargs="*", type=_table_name, help="<namespace>.<table> (default: every table of the namespace)"
+    )
+    r = command("reset", "move a table's watermark back, deleting the rows from it on, in one commit")
+    r.add_argument("--table", required=True, type=_table_name, help="Iceberg table as <namespace>.<table>")
     r.add_argument(
         "--to",
         required=True,
@@ -106,22 +173,81 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     r.add_argument("--reason", default="manual reset", help="recorded in the snapshot summary")
     r.add_argument("--yes", action="store_true", help="do it (without: say what would happen)")
-    run = sub.add_parser("run", help="one offload run of one table (the Spark job; see run --help)", add_help=False)
-    run.add_argument("args", nargs=argparse.REMAINDER)
-    args, rest = p.parse_known_args(argv)
-    if args.command == "demo":
-        from iceberg_offload.local.demo import main as demo_main
+    # Its arguments never reach this parser (main hands them to the job's): listed for --help only.
+    command("run", "one offload run of one table, as the Spark job does (see run --help)", add_help=False)
+    return p
 
-        return demo_main(["--state-dir", args.state_dir])
-    if args.command == "ddl":
-        return _ddl(args)
-    if args.command == "reset":
-        return _reset(args)
-    if args.command == "status":
-        return _status(args)
-    from iceberg_offload.job.cli import main as job_main
 
-    return job_main([*args.args, *rest])
+def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:
+    """The arguments of `iceberg-offload` itself and, after `run`, the job's, which go to the
+    job unchanged (argparse would reorder them). No option of the command's own takes a value,
+    so its first argument that is not an option is the command."""
+    for i, arg in enumerate(argv):
+        if not arg.startswith("-"):
+            return (argv[: i + 1], argv[i + 1 :]) if arg == "run" else (argv, [])
+    return argv, []
+
+
+def _failure(exc: Exception) -> str:
+    """The one line that reports a failure: what went wrong and what to do, secrets masked."""
+    from iceberg_offload.adapters.clickhouse_io import SourceError
+    from iceberg_offload.adapters.iceberg_io import ConcurrentCommit, TargetError
+    from iceberg_offload.core.mirror import scrub
+    from iceberg_offload.core.settings import SettingsError
+
+    todos: list[tuple[type[Exception], str]] = [
+        (SettingsError, SETTINGS_TODO),
+        (SourceError, "check ICEBERG_OFFLOAD_CLICKHOUSE_HOST and _PORT, and that ClickHouse listens there"),
+        (ConcurrentCommit, "run it again"),
+        (TargetError, f"`{PROG} status` lists the tables and their watermarks"),
+        (OSError, "check the path and its permissions"),
+    ]
+    what = exc.what if isinstance(exc, CommandError) else str(exc)
+    todo = exc.todo if isinstance(exc, CommandError) else next((t for k, t in todos if isinstance(exc, k)), None)
+    if todo is None:  # not one of ours: its type says what it is
+        what, todo = f"{type(exc).__name__}: {first_line(what)}", DEBUG_TODO
+    passwords = [v for k, v in os.environ.items() if k.startswith("ICEBERG_OFFLOAD_") and k.endswith("PASSWORD")]
+    return scrub(error_line(PROG, what, todo), passwords)
+
+
+def _quiet_libraries() -> None:
+    """Without a logging configuration Python prints a library's warnings on stderr (its last
+    resort handler); a handler that drops them keeps a failure to its one line. A program that
+    configures logging (the job does) still gets them through the root logger."""
+    for name in QUIET_LOGGERS:
+        logger = logging.getLogger(name)
+        if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+            logger.addHandler(logging.NullHandler())
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "demo": _demo,
+    "ddl": _ddl,
+    "status": _status,
+    "reset": _reset,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; a failure is one line on stderr (exit 1; bad arguments: exit 2)."""
+    own, job_args = _split_run(list(sys.argv[1:] if argv is None else argv))
+    args = _parser().parse_args(own)  # bad arguments: one line, SystemExit(2)
+    if not args.debug:
+        _quiet_libraries()
+    try:
+        if args.command == "run":
+            from iceberg_offload.job.cli import main as job_main
+
+            return job_main(job_args, prog=f"{PROG} run", debug=args.debug)
+        return COMMANDS[args.command](args)
+    except KeyboardInterrupt:
+        print(error_line(PROG, "interrupted", "run the command again to finish it"), file=sys.stderr)
+        return 130
+    except Exception as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(_failure(exc), file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,9 @@
 """The job's command line (spark_jobs/offload.py, `iceberg-offload run`): arguments to a run
-request, the run, and its one result line."""
+request, the run, and its one result line.
+
+Exit 0 when the run succeeded, 1 when it failed, 2 on bad input (arguments, settings). Every
+failure ends with one line on stderr, `<prog>: error: <what>, <what to do>`, where prog is
+`offload` for spark_jobs/offload.py and `iceberg-offload run` for the command."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import logging
 import re
 import sys
 import time
+import traceback
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import timedelta
@@ -16,9 +21,10 @@ from pathlib import Path
 from pyspark.sql import SparkSession
 
 from iceberg_offload.adapters import clickhouse_io
+from iceberg_offload.core.cli_errors import SETTINGS_TODO, OneLineParser, argument_type, error_line
 from iceberg_offload.core.mirror import scrub
 from iceberg_offload.core.result import RESULT_MARKER, OffloadResult
-from iceberg_offload.core.settings import Settings
+from iceberg_offload.core.settings import Settings, SettingsError
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
 from iceberg_offload.core.typemap import TypeMappingError
 from iceberg_offload.core.watermark import Watermark, WindowError, format_timestamp, parse_position, parse_timestamp
@@ -27,11 +33,12 @@ from iceberg_offload.job.run import RunRequest, record_failure, run_offload, sec
 from iceberg_offload.job.session import spark_session
 
 log = logging.getLogger("iceberg_offload.job")
+PROG = "offload"
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="offload",
+def parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = OneLineParser(
+        prog=prog,
         description="Offload one window of a ClickHouse table into its Iceberg table, exactly once.",
     )
     p.add_argument("--table", required=True, help="the offloaded table's name (offload_watermarks.table_name)")
@@ -57,16 +64,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--from",
         dest="window_from",
-        type=_window_start,
+        type=argument_type(_window_start),
         help="expected window start, a timestamp (checked against the committed watermark)",
     )
     p.add_argument(
         "--to",
         dest="window_to",
-        type=parse_timestamp,
+        type=argument_type(parse_timestamp),
         help="window end (exclusive: rows before it); default now minus the buffer",
     )
-    p.add_argument("--now", type=parse_timestamp, help="the clock, for replays and tests (default: now)")
+    p.add_argument("--now", type=argument_type(parse_timestamp), help="the clock, for replays and tests (default: now)")
     p.add_argument("--run-id", help="run identifier recorded in the snapshot summary")
     p.add_argument("--no-mirror", action="store_true", help="do not write offload_watermarks")
     p.add_argument("--result-file", type=Path, help="also write the result JSON here")
@@ -74,10 +81,7 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _window_start(text: str) -> Watermark:
-    try:
-        return parse_position(text, "--from")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from exc
+    return parse_position(text, "--from")
 
 
 def request_from_args(args: argparse.Namespace) -> RunRequest:
@@ -116,15 +120,26 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
     return replace(request, run_id=args.run_id) if args.run_id else request
 
 
-def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None, settings: Settings | None = None) -> int:
-    """Run one table's offload and print its result line; exit 0 on success, 1 on failure, 2 on bad input."""
+def main(
+    argv: Sequence[str] | None = None,
+    spark: SparkSession | None = None,
+    settings: Settings | None = None,
+    *,
+    prog: str = PROG,
+    debug: bool = False,
+) -> int:
+    """Run one table's offload and print its result line; exit 0 on success, 1 on failure, 2 on
+    bad input. `prog` names the command in its usage and error lines; `debug` adds tracebacks."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args = parser().parse_args(argv)
+    args = parser(prog).parse_args(argv)  # bad arguments: one line, SystemExit(2)
     try:
         settings = settings or Settings.from_env()
         request = request_from_args(args)
     except (ValueError, SpecError) as exc:
-        print(f"offload: error: {exc}", file=sys.stderr)
+        if debug:
+            traceback.print_exc()
+        todo = SETTINGS_TODO if isinstance(exc, SettingsError) else f"see {prog} --help"
+        print(error_line(prog, str(exc), todo), file=sys.stderr)
         return 2
     started = time.monotonic()
     try:
@@ -132,10 +147,30 @@ def main(argv: Sequence[str] | None = None, spark: SparkSession | None = None, s
         result = run_offload(session, settings, request)
     except Exception as exc:
         message = scrub(_describe(exc), secrets(settings))
-        log.error("%s: run %s failed: %s", request.spec.name, request.run_id, message)
+        log.error("%s: run %s failed: %s", request.spec.name, request.run_id, message, exc_info=debug)
         result = record_failure(settings, request, message, time.monotonic() - started)
-    _emit(result, args.result_file)
-    return 0 if result.outcome != "failed" else 1
+    return _finish(result, args.result_file, prog)
+
+
+def _finish(result: OffloadResult, result_file: Path | None, prog: str) -> int:
+    """The result line (and file); for a failed run, the error line after it."""
+    try:
+        _emit(result, result_file)
+    except OSError as exc:
+        print(
+            error_line(prog, f"cannot write --result-file {result_file}: {exc}", "give a writable path"),
+            file=sys.stderr,
+        )
+        return 1
+    if result.outcome != "failed":
+        return 0
+    print(
+        error_line(
+            prog, f"run {result.run_id} of {result.table} failed: {result.error}", "fix the cause and run it again"
+        ),
+        file=sys.stderr,
+    )
+    return 1
 
 
 _ERROR_LINE = re.compile(r"^\s*([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
