@@ -4,7 +4,7 @@ line does the same with its own prefix: `iceberg-offload run: error:` as the com
 `offload: error:` as spark_jobs/offload.py.
 
 These are the failures that need no engine: arguments, settings, timestamps, table names, the
-demo's state directory. tests/integration/test_cli_errors.py has those that need the engines.
+demo's state directory. tests/integration/test_cli_errors_on_engines.py has those that need the engines.
 Settings come from a temporary directory (local_settings) through the environment.
 """
 
