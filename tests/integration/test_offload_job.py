@@ -416,6 +416,25 @@ def test_requested_start_after_the_watermark_is_refused(make_env: Any, base: dat
 # --- 3. crash after the commit, before the mirror update -----------------------------------------
 
 
+def job_with_failpoint(env: Any, failpoint: str, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """The job as a process of its own (its own session: mid-read kills its whole process group)."""
+    job_env = {
+        **os.environ,
+        **to_env(env.settings),
+        "ICEBERG_OFFLOAD_FAILPOINT": failpoint,
+        "ICEBERG_OFFLOAD_SPARK_MASTER": "local[1]",
+    }
+    return subprocess.run(
+        [sys.executable, "spark_jobs/offload.py", *argv],
+        cwd=REPO,
+        env=job_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        start_new_session=True,
+    )
+
+
 def test_crash_after_commit_then_rerun(make_env: Any, base: datetime, capsys: Any) -> None:
     env = make_env("crash", tables=["bronze_trades_binance"])
     table = "bronze_trades_binance"
@@ -425,20 +444,7 @@ def test_crash_after_commit_then_rerun(make_env: Any, base: datetime, capsys: An
     assert first.outcome == "committed"
     env.feed(now1, now2, seed=9)
 
-    job_env = {
-        **os.environ,
-        **to_env(env.settings),
-        "ICEBERG_OFFLOAD_FAILPOINT": "committed",
-        "ICEBERG_OFFLOAD_SPARK_MASTER": "local[1]",
-    }
-    done = subprocess.run(
-        [sys.executable, "spark_jobs/offload.py", *env.argv(table, "--now", iso(now2), "--run-id", "it-crash")],
-        cwd=REPO,
-        env=job_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = job_with_failpoint(env, "committed", env.argv(table, "--now", iso(now2), "--run-id", "it-crash"))
     tail = (done.stdout + done.stderr)[-3000:]
     assert done.returncode != 0, f"the failpoint did not end the job:\n{tail}"
     assert parse_result(done.stdout) is None, "a job that died after its commit must not have printed a result"
@@ -482,21 +488,7 @@ def test_a_job_killed_before_its_publish_leaves_nothing_visible(
     first = env.run(table, now1)
     lineage = [s.snapshot_id for s in iceberg_io.lineage(env.iceberg(table))]
     rows = env.iceberg_count(table)
-    job_env = {
-        **os.environ,
-        **to_env(env.settings),
-        "ICEBERG_OFFLOAD_FAILPOINT": failpoint,
-        "ICEBERG_OFFLOAD_SPARK_MASTER": "local[1]",
-    }
-    done = subprocess.run(
-        [sys.executable, "spark_jobs/offload.py", *env.argv(table, "--now", iso(now2), "--run-id", "it-killed")],
-        cwd=REPO,
-        env=job_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        start_new_session=True,  # mid-read kills the job's whole process group
-    )
+    done = job_with_failpoint(env, failpoint, env.argv(table, "--now", iso(now2), "--run-id", "it-killed"))
     tail = (done.stdout + done.stderr)[-3000:]
     assert done.returncode in (137, -9), f"the failpoint did not kill the job ({done.returncode}):\n{tail}"
     assert parse_result(done.stdout) is None, f"a killed job printed a result:\n{tail}"
