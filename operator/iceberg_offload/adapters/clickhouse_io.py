@@ -13,7 +13,7 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from iceberg_offload.adapters.ddl import clickhouse_statements
-from iceberg_offload.core import query
+from iceberg_offload.core import audit, query
 from iceberg_offload.core.mirror import COLUMNS, MirrorRow
 from iceberg_offload.core.settings import ClickHouseSettings
 from iceberg_offload.core.tables import SourceSpec
@@ -73,6 +73,15 @@ def read_window(
     q = query.select_window(source, columns, window)
     with client.query_arrow_stream(q.sql, parameters=q.parameters) as stream:
         yield from stream
+
+
+def audit_buckets(
+    client: Client, source: SourceSpec, columns: Sequence[ColumnMapping], window: Window, width_us: int
+) -> dict[int, audit.BucketStats]:
+    """The ClickHouse side of an audit of `window`: rows and checksum per bucket, computed in SQL."""
+    q = query.audit_buckets(source, columns, window, width_us)
+    rows = client.query(q.sql, parameters=q.parameters).result_rows
+    return {int(b): audit.BucketStats(int(n), int(c)) for b, n, c in rows}
 
 
 def read_mirror(client: Client, table_name: str) -> MirrorRow | None:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import contextlib
 import uuid
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, NoSuchTableError
-from pyiceberg.expressions import BooleanExpression, GreaterThanOrEqual
+from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
 from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from pyiceberg.table.snapshots import Snapshot
@@ -19,10 +20,12 @@ from pyiceberg.table.update import AssertRefSnapshotId, RemoveSnapshotsUpdate, S
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, YearTransform
 from pyiceberg.types import TimestampType, TimestamptzType
 
+from iceberg_offload.core import audit
 from iceberg_offload.core.catalog import pyiceberg_properties
 from iceberg_offload.core.result import RUN_ID, TIMESTAMP_COLUMN, newest_watermark, reset_properties
 from iceberg_offload.core.settings import CatalogSettings
-from iceberg_offload.core.watermark import Watermark, format_timestamp
+from iceberg_offload.core.typemap import IcebergType
+from iceberg_offload.core.watermark import Watermark, Window, format_timestamp
 
 # Iceberg's write-audit-publish: with it a Spark write adds its snapshot without making it current.
 WAP_ENABLED = "write.wap.enabled"
@@ -264,7 +267,35 @@ def reset_watermark(table: Table, plan: ResetPlan, reason: str) -> Reset:
     return Reset(plan.previous, plan.watermark, plan.rows, row_count(table), current.snapshot_id if current else None)
 
 
+def _before(column: str, mark: Watermark) -> BooleanExpression:
+    stamp = format_timestamp(mark.timestamp).replace("Z", "+00:00")
+    return LessThan(column, stamp)  # type: ignore[call-arg,arg-type]
+
+
 def _at_or_after(column: str, mark: Watermark) -> BooleanExpression:
     stamp = format_timestamp(mark.timestamp).replace("Z", "+00:00")
     # pyiceberg's predicates take (term, literal) positionally; their pydantic signature hides it.
     return GreaterThanOrEqual(column, stamp)  # type: ignore[call-arg,arg-type]
+
+
+def audit_buckets(
+    table: Table, timestamp_column: str, columns: Sequence[tuple[str, IcebergType]], window: Window, width_us: int
+) -> dict[int, audit.BucketStats]:
+    """The Iceberg side of an audit of `window`: rows and checksum per bucket, from a scan of
+    only the audited columns and only the files the window's rows can be in."""
+    if table.current_snapshot() is None:
+        return {}
+    names = [name for name, _ in columns]
+    scan = table.scan(
+        row_filter=And(_at_or_after(timestamp_column, window.lower), _before(timestamp_column, window.upper)),
+        selected_fields=tuple(dict.fromkeys([timestamp_column, *names])),
+    )
+    width = timedelta(microseconds=width_us)
+    stats: dict[int, audit.BucketStats] = {}
+    for batch in scan.to_arrow_batch_reader():
+        values = [batch.column(name).to_pylist() for name in names]
+        for i, timestamp in enumerate(batch.column(timestamp_column).to_pylist()):
+            texts = (audit.canonical_value(v[i], t) for v, (_, t) in zip(values, columns, strict=True))
+            index = audit.bucket_index(timestamp, width)
+            stats[index] = stats.get(index, audit.BucketStats()).add(audit.row_digest(texts))
+    return stats

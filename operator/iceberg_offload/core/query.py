@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from iceberg_offload.core import audit
 from iceberg_offload.core.tables import SourceSpec
 from iceberg_offload.core.typemap import ColumnMapping, quote_identifier
 from iceberg_offload.core.watermark import SEQUENCE_MAX, Watermark, Window
@@ -68,3 +69,17 @@ def describe(source: SourceSpec) -> Query:
         "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {tbl:String} ORDER BY position",
         {"db": source.database, "tbl": source.table},
     )
+
+
+def audit_buckets(source: SourceSpec, columns: Sequence[ColumnMapping], window: Window, width_us: int) -> Query:
+    """Per width-aligned bucket of the window: (bucket index, rows, checksum) of the audited
+    columns, as core.audit defines them: the ClickHouse side of an audit, computed in SQL."""
+    where = window_predicate(source, window)
+    ts = quote_identifier(source.timestamp_column)
+    digest = audit.digest_sql([audit.canonical_sql(c.select_expr, c.iceberg_type) for c in columns])
+    sql = (
+        f"SELECT intDiv(toUnixTimestamp64Micro(toDateTime64({ts}, 6, 'UTC')), {int(width_us)}) AS bucket, "
+        f"count() AS rows, sumWithOverflow({digest}) AS checksum "
+        f"FROM {source.qualified} WHERE {where.sql} GROUP BY bucket ORDER BY bucket"
+    )
+    return Query(sql, where.parameters)
