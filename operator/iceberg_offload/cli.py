@@ -1,4 +1,4 @@
-"""The `iceberg-offload` command: local demo, DDL, status and reset of the cold tier, one run.
+"""The `iceberg-offload` command: local demo, DDL, status, audit and reset of the cold tier, one run.
 
 Every failure is one line on stderr, `iceberg-offload: error: <what>, <what to do>`: exit 2 for
 bad arguments, 1 for anything else; `iceberg-offload --debug <command>` adds the traceback.
@@ -89,6 +89,55 @@ def _reset(args: argparse.Namespace) -> int:
     return 0
 
 
+AUDIT_DIFFER = 3  # exit code of `audit` when a table differs from ClickHouse
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime, timedelta
+
+    from iceberg_offload.adapters import clickhouse_io, iceberg_io
+    from iceberg_offload.adapters.audit import audit_range
+    from iceberg_offload.core.settings import Settings
+    from iceberg_offload.core.tables import runbook_tables
+    from iceberg_offload.core.watermark import Watermark, Window, parse_timestamp
+
+    settings = Settings.from_env()
+    specs = {
+        t.name: t
+        for t in runbook_tables(
+            catalog=settings.catalog.name,
+            namespace=settings.catalog.namespace,
+            database=settings.clickhouse.database,
+        )
+    }
+    unknown = [name for name in args.tables if name not in specs]
+    if unknown:
+        raise CommandError(f"unknown table {', '.join(unknown)}", f"name one of {', '.join(specs)}")
+    try:
+        since = parse_timestamp(args.since) if args.since else datetime.now(UTC) - timedelta(days=1)
+    except ValueError as exc:
+        raise CommandError(
+            f"--since {args.since!r} is not a timestamp", "give one such as 2026-12-01T00:00:00Z"
+        ) from exc
+    width = timedelta(seconds=args.bucket_seconds)
+    client = clickhouse_io.connect(settings.clickhouse)
+    catalog = iceberg_io.open_catalog(settings.catalog)
+    differ = 0
+    for name in args.tables:
+        spec = specs[name]
+        table = iceberg_io.load_table(catalog, spec.target.catalog_identifier)
+        mark = iceberg_io.committed_watermark(table)
+        if mark is None or mark.timestamp <= since:
+            print(f"{name}: nothing committed after {since.isoformat()}, nothing to audit")
+            continue
+        report = audit_range(client, table, spec, Window(Watermark(since), Watermark(mark.timestamp)), width)
+        for diff in report.differing:
+            print(f"{name} {diff.describe()}")
+        print(f"{name}: [{since.isoformat()}, {mark}): {report.summary()}")
+        differ += not report.in_sync
+    return AUDIT_DIFFER if differ else 0
+
+
 def _status(args: argparse.Namespace) -> int:
     from iceberg_offload.adapters import iceberg_io
     from iceberg_offload.core.settings import Settings
@@ -164,6 +213,12 @@ def _parser() -> OneLineParser:
     st.add_argument(
         "tables", nargs="*", type=_table_name, help="<namespace>.<table> (default: every table of the namespace)"
     )
+    a = command("audit", f"compare tables with ClickHouse per time bucket (exit 0 when equal, {AUDIT_DIFFER} when not)")
+    a.add_argument("tables", nargs="+", help="the runbook's table names, e.g. bronze_trades_binance")
+    a.add_argument("--since", help="audit from this timestamp to the committed watermark (default: the last 24 h)")
+    a.add_argument(
+        "--bucket-seconds", type=_positive, default=3600, help="width of the compared buckets (default 3600)"
+    )
     r = command("reset", "move a table's watermark back, deleting the rows from it on, in one commit")
     r.add_argument("--table", required=True, type=_table_name, help="Iceberg table as <namespace>.<table>")
     r.add_argument(
@@ -176,6 +231,12 @@ def _parser() -> OneLineParser:
     # Its arguments never reach this parser (main hands them to the job's): listed for --help only.
     command("run", "one offload run of one table, as the Spark job does (see run --help)", add_help=False)
     return p
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 def _split_run(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -225,6 +286,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ddl": _ddl,
     "status": _status,
     "reset": _reset,
+    "audit": _audit,
 }
 
 

@@ -15,7 +15,9 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
-from iceberg_offload.audit import audit_range
+from iceberg_offload import cli
+from iceberg_offload.adapters.audit import audit_range
+from iceberg_offload.core.settings import PREFIX, to_env
 from iceberg_offload.core.watermark import Watermark, Window
 
 BINANCE, KRAKEN, SILVER, GOLD = "bronze_trades_binance", "bronze_trades_kraken", "silver_trades", "gold_ohlcv_1h"
@@ -42,7 +44,22 @@ def hour_of(ts: datetime) -> int:
     return int(ts.timestamp()) // 3600
 
 
-def test_late_rows_are_found_in_exactly_their_buckets_in_every_layer(make_env: Any, base: datetime, seed: int) -> None:
+def audit_command(
+    env: Any, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], since: datetime
+) -> tuple[int, list[str]]:
+    """`iceberg-offload audit` of the four tables, with this env's settings: (exit code, stdout lines)."""
+    for name in [n for n in os.environ if n.startswith(PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, value in to_env(env.settings).items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    code = cli.main(["audit", "--since", since.isoformat(), *TABLES])
+    return code, capsys.readouterr().out.splitlines()
+
+
+def test_late_rows_are_found_in_exactly_their_buckets_in_every_layer(
+    make_env: Any, base: datetime, seed: int, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     rng = random.Random(seed)
     env = make_env("audit_late_rows", tables=TABLES)
     start, end = base, base + 4 * HOUR
@@ -54,6 +71,8 @@ def test_late_rows_are_found_in_exactly_their_buckets_in_every_layer(make_env: A
         report = audited(env, table, since)
         assert report.in_sync, f"{table} right after its offload: {[d.describe() for d in report.differing]}"
         assert len(report.buckets) >= 4
+    code, lines = audit_command(env, monkeypatch, capsys, since)
+    assert code == 0 and len(lines) == len(TABLES) and all("all equal" in line for line in lines), lines
 
     mark = env.watermark(BINANCE)
     assert mark is not None
@@ -83,3 +102,10 @@ def test_late_rows_are_found_in_exactly_their_buckets_in_every_layer(make_env: A
     closed = [h for h in expected_hours if (h + 1) * 3600 <= gold_mark.timestamp.timestamp()]
     assert [hour_of(d.bucket.start) for d in gold.differing] == closed
     assert all(d.changed for d in gold.differing), [d.describe() for d in gold.differing]
+    code, lines = audit_command(env, monkeypatch, capsys, since)
+    assert code == cli.AUDIT_DIFFER, lines
+    bucket_lines = [line for line in lines if line.startswith(f"{BINANCE} [")]
+    assert len(bucket_lines) == len(expected_hours) and all("missing in Iceberg" in line for line in bucket_lines), (
+        lines
+    )
+    assert any(line.startswith(f"{KRAKEN}: ") and "all equal" in line for line in lines), lines

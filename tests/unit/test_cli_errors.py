@@ -102,6 +102,15 @@ COMMAND_CASES = {
         "unable to open database file",
         env={"ICEBERG_OFFLOAD_CATALOG_URI": "jdbc:sqlite:{tmp}/no/such/dir/catalog.db"},
     ),
+    # audit
+    "audit: no table": Case(["audit"], 2, "the following arguments are required: tables"),
+    "audit: unknown table": Case(["audit", "bronze_trades_binance", "trades"], 1, "unknown table trades, name one of"),
+    "audit: --since not a timestamp": Case(
+        ["audit", "--since", "last week", "silver_trades"], 1, "--since 'last week' is not a timestamp"
+    ),
+    "audit: bucket not positive": Case(
+        ["audit", "--bucket-seconds", "0", "silver_trades"], 2, "argument --bucket-seconds: '0' is not a positive"
+    ),
     # reset
     "reset: no --to": Case(["reset", "--table", "cold.t"], 2, "the following arguments are required: --to"),
     "reset: table without namespace": Case(["reset", "--table", "t", "--to", TS], 2, "'t' is not <namespace>.<table>"),

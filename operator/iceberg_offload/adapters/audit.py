@@ -1,4 +1,4 @@
-"""The audit of one table: ClickHouse's side in SQL, Iceberg's from a scan of the audited columns
+"""The audit of one table, through both adapters: ClickHouse's side in SQL, Iceberg's from a scan of the audited columns
 of the range, compared bucket by bucket (the arithmetic is core.audit)."""
 
 from __future__ import annotations
