@@ -99,7 +99,7 @@ def _audit(args: argparse.Namespace) -> int:
     from iceberg_offload.adapters.audit import audit_range
     from iceberg_offload.core.settings import Settings
     from iceberg_offload.core.tables import runbook_tables
-    from iceberg_offload.core.watermark import Watermark, Window, parse_timestamp
+    from iceberg_offload.core.watermark import parse_timestamp
 
     settings = Settings.from_env()
     specs = {
@@ -130,7 +130,7 @@ def _audit(args: argparse.Namespace) -> int:
         if mark is None or mark.timestamp <= since:
             print(f"{name}: nothing committed after {since.isoformat()}, nothing to audit")
             continue
-        report = audit_range(client, table, spec, Window(Watermark(since), Watermark(mark.timestamp)), width)
+        report = audit_range(client, table, spec, since, mark.timestamp, width)
         for diff in report.differing:
             print(f"{name} {diff.describe()}")
         print(f"{name}: [{since.isoformat()}, {mark}): {report.summary()}")

@@ -18,7 +18,6 @@ import pytest
 from iceberg_offload import cli
 from iceberg_offload.adapters.audit import audit_range
 from iceberg_offload.core.settings import PREFIX, to_env
-from iceberg_offload.core.watermark import Watermark, Window
 
 BINANCE, KRAKEN, SILVER, GOLD = "bronze_trades_binance", "bronze_trades_kraken", "silver_trades", "gold_ohlcv_1h"
 TABLES = [BINANCE, KRAKEN, SILVER, GOLD]
@@ -35,9 +34,7 @@ def seed() -> int:
 def audited(env: Any, table: str, since: datetime) -> Any:
     mark = env.watermark(table)
     assert mark is not None, f"{table} has no watermark"
-    return audit_range(
-        env.clickhouse, env.iceberg(table), env.spec(table), Window(Watermark(since), Watermark(mark.timestamp)), HOUR
-    )
+    return audit_range(env.clickhouse, env.iceberg(table), env.spec(table), since, mark.timestamp, HOUR)
 
 
 def hour_of(ts: datetime) -> int:

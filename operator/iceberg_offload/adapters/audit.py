@@ -4,7 +4,7 @@ of the range, compared bucket by bucket (the arithmetic is core.audit)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 from pyiceberg.table import Table
@@ -26,14 +26,15 @@ def audited_columns(spec: TableSpec, source_columns: Sequence[tuple[str, str]]) 
     return [map_column(name, types[name]) for name in names]
 
 
-def audit_range(client: Client, table: Table, spec: TableSpec, window: Window, width: timedelta) -> audit.AuditReport:
-    """Compare [window.lower, window.upper) of the source and the Iceberg table in buckets of `width`."""
-    buckets = audit.plan_buckets(window.lower.timestamp, window.upper.timestamp, width)
+def audit_range(
+    client: Client, table: Table, spec: TableSpec, lower: datetime, upper: datetime, width: timedelta
+) -> audit.AuditReport:
+    """Compare [lower, upper) of the source and the Iceberg table in buckets of `width`."""
+    buckets = audit.plan_buckets(lower, upper, width)
     columns = audited_columns(spec, clickhouse_io.describe(client, spec.source))
-    width_us = width // timedelta(microseconds=1)
-    span = Window(Watermark(window.lower.timestamp), Watermark(window.upper.timestamp))
-    ours = clickhouse_io.audit_buckets(client, spec.source, columns, span, width_us)
+    span = Window(Watermark(lower), Watermark(upper))
+    ours = clickhouse_io.audit_buckets(client, spec.source, columns, span, width)
     theirs = iceberg_io.audit_buckets(
-        table, spec.source.timestamp_column, [(c.name, c.iceberg_type) for c in columns], span, width_us
+        table, spec.source.timestamp_column, [(c.name, c.iceberg_type) for c in columns], span, width
     )
     return audit.compare(buckets, ours, theirs, width)

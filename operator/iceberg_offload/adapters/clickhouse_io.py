@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -76,10 +76,10 @@ def read_window(
 
 
 def audit_buckets(
-    client: Client, source: SourceSpec, columns: Sequence[ColumnMapping], window: Window, width_us: int
+    client: Client, source: SourceSpec, columns: Sequence[ColumnMapping], window: Window, width: timedelta
 ) -> dict[int, audit.BucketStats]:
     """The ClickHouse side of an audit of `window`: rows and checksum per bucket, computed in SQL."""
-    q = query.audit_buckets(source, columns, window, width_us)
+    q = query.audit_buckets(source, columns, window, width)
     rows = client.query(q.sql, parameters=q.parameters).result_rows
     return {int(b): audit.BucketStats(int(n), int(c)) for b, n, c in rows}
 

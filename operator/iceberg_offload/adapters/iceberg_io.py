@@ -6,10 +6,11 @@ from __future__ import annotations
 import contextlib
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
+import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, NoSuchTableError
 from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
@@ -267,35 +268,39 @@ def reset_watermark(table: Table, plan: ResetPlan, reason: str) -> Reset:
     return Reset(plan.previous, plan.watermark, plan.rows, row_count(table), current.snapshot_id if current else None)
 
 
+def _stamp(mark: Watermark) -> str:
+    return format_timestamp(mark.timestamp).replace("Z", "+00:00")
+
+
 def _before(column: str, mark: Watermark) -> BooleanExpression:
-    stamp = format_timestamp(mark.timestamp).replace("Z", "+00:00")
-    return LessThan(column, stamp)  # type: ignore[call-arg,arg-type]
+    return LessThan(column, _stamp(mark))  # type: ignore[call-arg,arg-type]
 
 
 def _at_or_after(column: str, mark: Watermark) -> BooleanExpression:
-    stamp = format_timestamp(mark.timestamp).replace("Z", "+00:00")
     # pyiceberg's predicates take (term, literal) positionally; their pydantic signature hides it.
-    return GreaterThanOrEqual(column, stamp)  # type: ignore[call-arg,arg-type]
+    return GreaterThanOrEqual(column, _stamp(mark))  # type: ignore[call-arg,arg-type]
 
 
 def audit_buckets(
-    table: Table, timestamp_column: str, columns: Sequence[tuple[str, IcebergType]], window: Window, width_us: int
+    table: Table, timestamp_column: str, columns: Sequence[tuple[str, IcebergType]], window: Window, width: timedelta
 ) -> dict[int, audit.BucketStats]:
     """The Iceberg side of an audit of `window`: rows and checksum per bucket, from a scan of
     only the audited columns and only the files the window's rows can be in."""
     if table.current_snapshot() is None:
         return {}
-    names = [name for name, _ in columns]
     scan = table.scan(
         row_filter=And(_at_or_after(timestamp_column, window.lower), _before(timestamp_column, window.upper)),
-        selected_fields=tuple(dict.fromkeys([timestamp_column, *names])),
+        selected_fields=tuple(dict.fromkeys([timestamp_column, *(name for name, _ in columns)])),
     )
-    width = timedelta(microseconds=width_us)
-    stats: dict[int, audit.BucketStats] = {}
-    for batch in scan.to_arrow_batch_reader():
-        values = [batch.column(name).to_pylist() for name in names]
+    return audit.bucket_stats(_digests(scan.to_arrow_batch_reader(), timestamp_column, columns), width)
+
+
+def _digests(
+    batches: Iterable[pa.RecordBatch], timestamp_column: str, columns: Sequence[tuple[str, IcebergType]]
+) -> Iterator[tuple[datetime, int]]:
+    """Each row's (timestamp, digest of its audited columns)."""
+    for batch in batches:
+        values = [batch.column(name).to_pylist() for name, _ in columns]
         for i, timestamp in enumerate(batch.column(timestamp_column).to_pylist()):
             texts = (audit.canonical_value(v[i], t) for v, (_, t) in zip(values, columns, strict=True))
-            index = audit.bucket_index(timestamp, width)
-            stats[index] = stats.get(index, audit.BucketStats()).add(audit.row_digest(texts))
-    return stats
+            yield timestamp, audit.row_digest(texts)

@@ -95,8 +95,8 @@ def digest_sql(texts: Sequence[str]) -> str:
     """ClickHouse SQL giving a row's digest (UInt64) from its columns' canonical texts."""
     if not texts:
         raise AuditError("the audit needs at least one column")
-    joined = f", '{SEPARATOR}', ".join(texts) if len(texts) > 1 else texts[0]
-    return f"reinterpretAsUInt64(substring(MD5(concat({joined}, '')), 1, 8))"
+    joined = f", '{SEPARATOR}', ".join(texts)
+    return f"reinterpretAsUInt64(substring(MD5(concat({joined}, '')), 1, 8))"  # concat takes 2 or more
 
 
 def canonical_value(value: object, iceberg_type: IcebergType) -> str:

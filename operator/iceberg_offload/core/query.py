@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from iceberg_offload.core import audit
 from iceberg_offload.core.tables import SourceSpec
@@ -71,14 +72,15 @@ def describe(source: SourceSpec) -> Query:
     )
 
 
-def audit_buckets(source: SourceSpec, columns: Sequence[ColumnMapping], window: Window, width_us: int) -> Query:
+def audit_buckets(source: SourceSpec, columns: Sequence[ColumnMapping], window: Window, width: timedelta) -> Query:
     """Per width-aligned bucket of the window: (bucket index, rows, checksum) of the audited
     columns, as core.audit defines them: the ClickHouse side of an audit, computed in SQL."""
     where = window_predicate(source, window)
     ts = quote_identifier(source.timestamp_column)
     digest = audit.digest_sql([audit.canonical_sql(c.select_expr, c.iceberg_type) for c in columns])
+    width_us = width // timedelta(microseconds=1)
     sql = (
-        f"SELECT intDiv(toUnixTimestamp64Micro(toDateTime64({ts}, 6, 'UTC')), {int(width_us)}) AS bucket, "
+        f"SELECT intDiv(toUnixTimestamp64Micro(toDateTime64({ts}, 6, 'UTC')), {width_us}) AS bucket, "
         f"count() AS rows, sumWithOverflow({digest}) AS checksum "
         f"FROM {source.qualified} WHERE {where.sql} GROUP BY bucket ORDER BY bucket"
     )
