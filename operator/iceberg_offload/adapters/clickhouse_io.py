@@ -15,6 +15,7 @@ from clickhouse_connect.driver.client import Client
 from iceberg_offload.adapters.ddl import clickhouse_statements
 from iceberg_offload.core import audit, query
 from iceberg_offload.core.mirror import COLUMNS, MirrorRow
+from iceberg_offload.core.repair import parse_ttl
 from iceberg_offload.core.settings import ClickHouseSettings
 from iceberg_offload.core.tables import SourceSpec
 from iceberg_offload.core.typemap import ColumnMapping
@@ -82,6 +83,15 @@ def audit_buckets(
     q = query.audit_buckets(source, columns, window, width)
     rows = client.query(q.sql, parameters=q.parameters).result_rows
     return {int(b): audit.BucketStats(int(n), int(c)) for b, n, c in rows}
+
+
+def retention(client: Client, source: SourceSpec) -> timedelta | None:
+    """How long the source keeps a row (its TTL), or None if it keeps every row."""
+    q = query.engine_full(source)
+    rows = client.query(q.sql, parameters=q.parameters).result_rows
+    if not rows:
+        raise SourceError(f"ClickHouse table {source.database}.{source.table} does not exist")
+    return parse_ttl(str(rows[0][0] or ""))
 
 
 def read_mirror(client: Client, table_name: str) -> MirrorRow | None:

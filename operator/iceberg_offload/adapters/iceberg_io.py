@@ -13,15 +13,15 @@ from datetime import datetime, timedelta
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
 from pyiceberg.exceptions import CommitFailedException, CommitStateUnknownException, NoSuchTableError
-from pyiceberg.expressions import And, BooleanExpression, GreaterThanOrEqual, LessThan
+from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, GreaterThanOrEqual, LessThan, Or
 from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.table.update import AssertRefSnapshotId, RemoveSnapshotsUpdate, SetSnapshotRefUpdate
+from pyiceberg.table.update import AssertRefSnapshotId, AssertTableUUID, RemoveSnapshotsUpdate, SetSnapshotRefUpdate
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, YearTransform
 from pyiceberg.types import TimestampType, TimestamptzType
 
-from iceberg_offload.core import audit
+from iceberg_offload.core import audit, repair
 from iceberg_offload.core.catalog import pyiceberg_properties
 from iceberg_offload.core.result import RUN_ID, TIMESTAMP_COLUMN, newest_watermark, reset_properties
 from iceberg_offload.core.settings import CatalogSettings
@@ -90,6 +90,80 @@ def commit_of_run(table: Table, run_id: str) -> RunCommit | None:
             added = snapshot.summary.get("added-records") if snapshot.summary else None
             return RunCommit(snapshot.snapshot_id, int(added or 0))
     return None
+
+
+def audit_of_run(table: Table, run_id: str) -> repair.AuditRecord | None:
+    """The audit a run recorded in its commits (its window's or its repair's), newest first."""
+    for snapshot in lineage(table):
+        summary = _summary(snapshot)
+        if run_id in (summary.get(RUN_ID), summary.get(repair.REPAIR_OF)):
+            record = repair.AuditRecord.from_summary(summary)
+            if record is not None:
+                return record
+    return None
+
+
+@dataclass(frozen=True)
+class BackfillProgress:
+    commits: int = 0
+    rows: int = 0
+
+
+def backfill_progress(table: Table, name: str) -> BackfillProgress:
+    """The commits a backfill made so far (in the current lineage) and the rows they wrote."""
+    commits = rows = 0
+    for snapshot in lineage(table):
+        if _summary(snapshot).get(repair.BACKFILL) == name:
+            commits += 1
+            rows += int((snapshot.summary.get("added-records") if snapshot.summary else None) or 0)
+    return BackfillProgress(commits, rows)
+
+
+def watermark_keys(table: Table) -> dict[str, str]:
+    """The watermark keys of the commit that made the committed watermark (none if no commit has)."""
+    for snapshot in lineage(table):
+        summary = _summary(snapshot)
+        if newest_watermark([summary]) is not None:
+            return repair.kept_watermark(summary)
+    return {}
+
+
+def replace_spans(
+    catalog: Catalog,
+    table: Table,
+    rows: pa.Table,
+    column: str,
+    spans: Sequence[audit.Bucket],
+    properties: dict[str, str],
+) -> int | None:
+    """Replace every row of `table` in `spans` of `column` by `rows`, in one catalog commit, if
+    and only if `table`'s current snapshot is still the one it was loaded at: a strict
+    compare-and-swap like publish(), never rebased onto a newer snapshot (a repair rebased over a
+    reset would bring back rows the reset removed). Returns the new snapshot, None if nothing
+    changed; ConcurrentCommit if another commit came first (nothing was published)."""
+    name = ".".join(table.name())
+    base = table.metadata.current_snapshot_id
+    where: BooleanExpression = AlwaysFalse()
+    for span in spans:
+        where = Or(where, And(_at_or_after(column, Watermark(span.start)), _before(column, Watermark(span.end))))
+    tx = table.transaction()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "did not match any records" is a fine outcome
+        tx.overwrite(rows.cast(table.schema().as_arrow()), overwrite_filter=where, snapshot_properties=properties)
+    # The transaction's own commit would retry a conflict by rebuilding on the new snapshot:
+    # commit its updates ourselves, under the requirement that the table has not moved.
+    updates = tx._updates  # pyiceberg keeps the staged updates here (pinned version)
+    if not updates:
+        return None
+    requirement = AssertRefSnapshotId(ref=MAIN_BRANCH, snapshot_id=base)  # type: ignore[call-arg]
+    try:
+        catalog.commit_table(table, (AssertTableUUID(uuid=table.metadata.table_uuid), requirement), updates)
+    except CommitFailedException as exc:
+        raise ConcurrentCommit(
+            f"another commit changed {name} while its rows were being replaced (snapshot {base} -> "
+            f"{table.refresh().metadata.current_snapshot_id}): nothing was replaced"
+        ) from exc
+    return table.refresh().metadata.current_snapshot_id
 
 
 def row_count(table: Table) -> int:

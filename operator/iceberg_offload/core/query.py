@@ -72,6 +72,14 @@ def describe(source: SourceSpec) -> Query:
     )
 
 
+def engine_full(source: SourceSpec) -> Query:
+    """The source's engine clause with its TTL (empty for a view): its retention."""
+    return Query(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {tbl:String}",
+        {"db": source.database, "tbl": source.table},
+    )
+
+
 def audit_buckets(source: SourceSpec, columns: Sequence[ColumnMapping], window: Window, width: timedelta) -> Query:
     """Per width-aligned bucket of the window: (bucket index, rows, checksum) of the audited
     columns, as core.audit defines them: the ClickHouse side of an audit, computed in SQL."""

@@ -127,6 +127,11 @@ class OffloadResult:
     snapshot_id: int | None = None
     duration_seconds: float = 0.0
     error: str | None = None
+    # The run's audit of late data: buckets still differing after its repair, rows it rewrote,
+    # and of them the rows that were missing (late rows).
+    buckets_differing: int = 0
+    rows_repaired: int = 0
+    late_rows: int = 0
 
     @property
     def watermark(self) -> Watermark | None:

@@ -18,7 +18,7 @@ PREFIX = "ICEBERG_OFFLOAD_"
 CATALOG_PREFIX = f"{PREFIX}CATALOG_"
 # Where a run can be made to die, for crash tests: after planning its window, in the middle of
 # reading it, after writing its rows unpublished, after publishing them (before the mirror).
-FAILPOINTS = ("planned", "mid-read", "staged", "committed")
+FAILPOINTS = ("planned", "repaired", "mid-read", "staged", "committed")
 
 
 class SettingsError(ValueError):

@@ -23,13 +23,14 @@ from pyspark.sql import SparkSession
 from iceberg_offload.adapters import clickhouse_io
 from iceberg_offload.core.cli_errors import SETTINGS_TODO, OneLineParser, argument_type, error_line
 from iceberg_offload.core.mirror import scrub
+from iceberg_offload.core.repair import LateDataMode, LateDataPolicy
 from iceberg_offload.core.result import RESULT_MARKER, OffloadResult
 from iceberg_offload.core.settings import Settings, SettingsError
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
 from iceberg_offload.core.typemap import TypeMappingError
 from iceberg_offload.core.watermark import Watermark, WindowError, format_timestamp, parse_position, parse_timestamp
 from iceberg_offload.job.errors import OffloadError
-from iceberg_offload.job.run import RunRequest, record_failure, run_offload, secrets
+from iceberg_offload.job.run import BackfillRequest, RunRequest, record_failure, run_offload, secrets
 from iceberg_offload.job.session import spark_session
 
 log = logging.getLogger("iceberg_offload.job")
@@ -75,9 +76,67 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     )
     p.add_argument("--now", type=argument_type(parse_timestamp), help="the clock, for replays and tests (default: now)")
     p.add_argument("--run-id", help="run identifier recorded in the snapshot summary")
+    _late_data_arguments(p)
     p.add_argument("--no-mirror", action="store_true", help="do not write offload_watermarks")
     p.add_argument("--result-file", type=Path, help="also write the result JSON here")
     return p
+
+
+def _late_data_arguments(p: argparse.ArgumentParser) -> None:
+    late = p.add_argument_group("late data and backfills")
+    late.add_argument(
+        "--late-data",
+        choices=[m.value for m in LateDataMode],
+        help="audit the lookback before the watermark first: 'repair' replaces buckets that differ from "
+        "ClickHouse, 'report' only counts them (default: no audit)",
+    )
+    late.add_argument("--lookback-seconds", type=_positive, default=86400, help="the audit's lookback (default 1 day)")
+    late.add_argument("--audit-bucket-seconds", type=_positive, default=3600, help="audit bucket width (default 1 h)")
+    late.add_argument(
+        "--backfill", metavar="NAME", help="instead of a window: make a committed range equal to ClickHouse"
+    )
+    late.add_argument("--backfill-from", type=argument_type(parse_timestamp), help="the backfill's start (inclusive)")
+    late.add_argument("--backfill-to", type=argument_type(parse_timestamp), help="the backfill's end (exclusive)")
+    late.add_argument(
+        "--allow-deletes",
+        action="store_true",
+        help="let a backfill reach before ClickHouse's TTL, replacing rows ClickHouse dropped by nothing",
+    )
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{text} is not a positive number of seconds")
+    return value
+
+
+def _backfill(args: argparse.Namespace) -> BackfillRequest | None:
+    given = [args.backfill, args.backfill_from, args.backfill_to]
+    if not any(given):
+        if args.allow_deletes:
+            raise SpecError(
+                "--allow-deletes applies to a backfill only: give --backfill NAME --backfill-from --backfill-to"
+            )
+        return None
+    if not all(given):
+        raise SpecError("a backfill needs all of --backfill NAME, --backfill-from and --backfill-to")
+    if args.backfill_to <= args.backfill_from:
+        raise WindowError(
+            f"--backfill-to {format_timestamp(args.backfill_to)} must be after --backfill-from "
+            f"{format_timestamp(args.backfill_from)}"
+        )
+    return BackfillRequest(args.backfill, args.backfill_from, args.backfill_to, args.allow_deletes)
+
+
+def _late_data(args: argparse.Namespace) -> LateDataPolicy | None:
+    if args.late_data is None and not args.backfill:
+        return None
+    return LateDataPolicy(
+        mode=LateDataMode(args.late_data or "repair"),
+        lookback=timedelta(seconds=args.lookback_seconds),
+        bucket=timedelta(seconds=args.audit_bucket_seconds),
+    )
 
 
 def _window_start(text: str) -> Watermark:
@@ -116,6 +175,8 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         requested_from=args.window_from,
         requested_to=args.window_to,
         mirror=not args.no_mirror,
+        late_data=_late_data(args),
+        backfill=_backfill(args),
     )
     return replace(request, run_id=args.run_id) if args.run_id else request
 

@@ -31,17 +31,27 @@ from pyspark.sql.types import StructType
 from iceberg_offload.adapters import clickhouse_io, iceberg_io
 from iceberg_offload.core.mirror import after_run, scrub
 from iceberg_offload.core.planning import WindowPlan, plan_window, split_window, subwindow_count, upper_bound
+from iceberg_offload.core.repair import AuditRecord, LateDataPolicy
 from iceberg_offload.core.result import OffloadResult, summary_properties
 from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import TableSpec
 from iceberg_offload.core.typemap import ColumnMapping
 from iceberg_offload.core.watermark import EPOCH, Watermark, Window, format_timestamp
+from iceberg_offload.job import late
 from iceberg_offload.job.columns import arrow_schema, plan_columns
 from iceberg_offload.job.errors import OffloadError
 from iceberg_offload.job.read import BOUNDS, bounds_row, read_subwindows
 
 log = logging.getLogger("iceberg_offload.job")
 WAP_ID_CONF = "spark.wap.id"
+
+
+@dataclass(frozen=True)
+class BackfillRequest:
+    name: str
+    lower: datetime
+    upper: datetime
+    allow_deletes: bool = False
 
 
 @dataclass(frozen=True)
@@ -55,13 +65,18 @@ class RunRequest:
     requested_from: Watermark | None = None
     requested_to: datetime | None = None
     mirror: bool = True
+    # Audit the lookback before the watermark first (and repair what differs); None: no audit.
+    late_data: LateDataPolicy | None = None
+    # Instead of a window: make this committed range equal to ClickHouse.
+    backfill: BackfillRequest | None = None
     # Called as the run passes each point of PHASES: lets a test interleave runs or end one there.
     on_phase: Callable[[str], None] | None = None
 
 
-# The points a run passes, in order: window planned (nothing written), rows written but not yet
-# visible, rows and watermark committed (the mirror not yet updated).
-PHASES = ("planned", "staged", "committed")
+# The points a run passes, in order: window planned (nothing written), late data repaired (the
+# repair committed, the window not yet read), rows written but not yet visible, rows and
+# watermark committed (the mirror not yet updated).
+PHASES = ("planned", "repaired", "staged", "committed")
 
 
 def _phase(settings: Settings, request: RunRequest, name: str) -> None:
@@ -83,12 +98,7 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
         columns = plan_columns(
             clickhouse_io.describe(client, spec.source), spark.table(spec.target.identifier).schema, spec
         )
-        state = iceberg_io.read_state(table)
-        if state.watermark is None and state.has_rows:
-            raise OffloadError(
-                f"Iceberg table {spec.target.identifier} has rows but no snapshot in its history carries a "
-                "watermark (expired by maintenance?): stamp the right one with 'iceberg-offload reset' first"
-            )
+        state = _read_state(table, spec)
         bound = upper_bound(
             now=request.now or datetime.now(UTC),
             buffer=spec.buffer,
@@ -98,16 +108,52 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
         )
         plan = plan_window(state.watermark, bound, requested_from=request.requested_from)
         _phase(settings, request, "planned")
+        if request.backfill is not None:
+            return _backfill(catalog, client, columns, request, started)
+        target, record = _late_data(settings, request, client, columns, _Target(catalog, table, state.snapshot_id))
         if plan.window is None:
             result = _skipped(request, plan, started)
         else:
-            target = _Target(catalog, table, state.snapshot_id)
-            result = _commit_window(spark, settings, request, columns, client, plan.window, target, started)
+            result = _commit_window(spark, settings, request, columns, client, plan.window, target, started, record)
+        if record is not None:
+            result = replace(
+                result,
+                buckets_differing=record.differing - record.repaired_buckets,
+                rows_repaired=record.rows_repaired,
+                late_rows=record.late_rows,
+            )
         if request.mirror:
             _write_mirror(client, result)
         return result
     finally:
         client.close()
+
+
+def _read_state(table: Table, spec: TableSpec) -> iceberg_io.TableState:
+    state = iceberg_io.read_state(table)
+    if state.watermark is None and state.has_rows:
+        raise OffloadError(
+            f"Iceberg table {spec.target.identifier} has rows but no snapshot in its history carries a "
+            "watermark (expired by maintenance?): stamp the right one with 'iceberg-offload reset' first"
+        )
+    return state
+
+
+def _late_data(
+    settings: Settings, request: RunRequest, client: Any, columns: list[ColumnMapping], target: _Target
+) -> tuple[_Target, AuditRecord | None]:
+    """The audit of the lookback and its repair, before the window: the target the window then
+    publishes on (the repair's snapshot, if it made one) and the audit's record."""
+    if request.late_data is None:
+        return target, None
+    now = request.now or datetime.now(UTC)
+    record, repaired = late.audit_and_repair(
+        client, target.catalog, target.table, request.spec, columns, request.late_data, request.run_id, now
+    )
+    if repaired is None:
+        return target, record
+    _phase(settings, request, "repaired")
+    return _Target(target.catalog, target.table.refresh(), repaired), record
 
 
 def _open_target(settings: Settings, spec: TableSpec) -> tuple[Catalog, Table]:
@@ -171,12 +217,15 @@ def _commit_window(
     window: Window,
     target: _Target,
     started: float,
+    record: AuditRecord | None = None,
 ) -> OffloadResult:
     spec = request.spec
     parts = _plan_parts(client, settings, request, window)
     frame = _window_frame(spark, settings, spec, columns, parts)
     source = f"{spec.source.database}.{spec.source.table}"
     properties = summary_properties(window, request.run_id, source, spec.source.timestamp_column)
+    if record is not None:
+        properties.update(record.properties())
     staged = _stage(spark, target.table, spec, frame, properties, request.run_id)
     _phase(settings, request, "staged")
     try:
@@ -196,6 +245,36 @@ def _commit_window(
         watermark_timestamp=format_timestamp(window.upper.timestamp),
         watermark_sequence=window.upper.sequence,
         snapshot_id=staged.snapshot_id,
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _backfill(
+    catalog: Catalog, client: Any, columns: list[ColumnMapping], request: RunRequest, started: float
+) -> OffloadResult:
+    backfill = request.backfill
+    assert backfill is not None
+    outcome = late.backfill(
+        client,
+        catalog,
+        request.spec,
+        columns,
+        backfill.lower,
+        backfill.upper,
+        policy=request.late_data or LateDataPolicy(),
+        name=backfill.name,
+        now=request.now or datetime.now(UTC),
+        allow_deletes=backfill.allow_deletes,
+    )
+    return OffloadResult(
+        table=request.spec.name,
+        run_id=request.run_id,
+        outcome="committed" if outcome.commits else "skipped",
+        rows=outcome.rows,
+        window_from=format_timestamp(backfill.lower),
+        window_to=format_timestamp(backfill.upper),
+        buckets_differing=0,
+        rows_repaired=outcome.rows,
         duration_seconds=round(time.monotonic() - started, 3),
     )
 
