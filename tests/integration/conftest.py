@@ -119,9 +119,12 @@ class OffloadEnv:
         assert all(inserted.values()), f"the generator produced no trades in ({start}, {end}]: {inserted}"
         return inserted
 
-    def cycle(self, now: datetime, names: Sequence[str] = ALL_TABLES, label: str = "cycle") -> dict[str, OffloadResult]:
-        """One scheduler cycle of the named tables (each table's dependencies must be among them)."""
-        return {r.table: r for r in run_cycle(self.view, self.specs(names), now, label)}
+    def cycle(
+        self, now: datetime, names: Sequence[str] = ALL_TABLES, label: str = "cycle", **late_data: Any
+    ) -> dict[str, OffloadResult]:
+        """One scheduler cycle of the named tables (each table's dependencies must be among them),
+        with the default late-data policy unless `late_data=` says otherwise."""
+        return {r.table: r for r in run_cycle(self.view, self.specs(names), now, label, **late_data)}
 
     def run(self, table: str, now: datetime, **request: Any) -> OffloadResult:
         """One run of one table through run_offload; its upstream tables are those of the runbook."""

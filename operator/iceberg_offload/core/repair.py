@@ -73,6 +73,8 @@ class LateDataPolicy:
             raise RepairError(f"audit bucket {self.bucket} must be a positive whole number of seconds")
 
 
+DEFAULT_POLICY = LateDataPolicy()
+
 # --- retention ---------------------------------------------------------------------------
 
 _TTL = re.compile(

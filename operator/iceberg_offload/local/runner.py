@@ -14,6 +14,7 @@ from clickhouse_connect.driver.client import Client
 from pyspark.sql import SparkSession
 
 from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.core.repair import DEFAULT_POLICY, LateDataPolicy
 from iceberg_offload.core.result import OffloadResult
 from iceberg_offload.core.settings import Settings, local_settings
 from iceberg_offload.core.tables import TableSpec, layer_order
@@ -62,8 +63,15 @@ def upstream_of(spec: TableSpec, tables: list[TableSpec]) -> dict[str, str]:
     return {dep: by_name[dep].target.identifier for dep in spec.depends_on}
 
 
-def run_cycle(stack: LocalStack, tables: list[TableSpec], now: datetime, cycle: str = "cycle") -> list[OffloadResult]:
-    """One cycle of every table, a layer at a time, as the scheduler runs them."""
+def run_cycle(
+    stack: LocalStack,
+    tables: list[TableSpec],
+    now: datetime,
+    cycle: str = "cycle",
+    late_data: LateDataPolicy | None = DEFAULT_POLICY,
+) -> list[OffloadResult]:
+    """One cycle of every table, a layer at a time, as the scheduler runs them; each run audits
+    its lookback first and repairs late data (the OffloadTable's default policy)."""
     results = []
     for stage in layer_order(tables):
         for spec in stage:
@@ -72,6 +80,7 @@ def run_cycle(stack: LocalStack, tables: list[TableSpec], now: datetime, cycle: 
                 run_id=f"{cycle}-{spec.name}",
                 upstream=upstream_of(spec, tables),
                 now=now,
+                late_data=late_data,
             )
             results.append(run_offload(stack.spark, stack.settings, request))
     return results
