@@ -77,12 +77,14 @@ DEFAULT_POLICY = LateDataPolicy()
 
 # --- retention ---------------------------------------------------------------------------
 
-_TTL = re.compile(
-    r"\bTTL\s+(?:toDateTime\()?`?(?P<column>\w+)`?\)?\s*\+\s*(?:toInterval(?P<unit>Second|Minute|Hour|Day|Week|Month|"
-    r"Quarter|Year)\((?P<count>\d+)\)|INTERVAL\s+(?P<count2>\d+)\s+(?P<unit2>SECOND|MINUTE|HOUR|DAY|WEEK|MONTH|"
-    r"QUARTER|YEAR))",
+_TTL_CLAUSE = re.compile(r"\bTTL\s+(?P<body>.*?)(?:\s+SETTINGS\s|$)", re.IGNORECASE | re.DOTALL)
+_TTL_SPAN = re.compile(
+    r"\+\s*(?:toInterval(?P<unit>Second|Minute|Hour|Day|Week|Month|Quarter|Year)\((?P<count>\d+)\)"
+    r"|INTERVAL\s+(?P<count2>\d+)\s+(?P<unit2>SECOND|MINUTE|HOUR|DAY|WEEK|MONTH|QUARTER|YEAR))",
     re.IGNORECASE,
 )
+# TTL rules that keep the rows (move them, recompress or roll them up) rather than delete them.
+_KEEPS_ROWS = re.compile(r"\bTO\s+(?:VOLUME|DISK)\b|\bRECOMPRESS\b|\bGROUP\s+BY\b", re.IGNORECASE)
 # The shortest span of each unit: a month's TTL may drop rows after 28 days.
 _UNIT = {
     "second": timedelta(seconds=1),
@@ -97,13 +99,34 @@ _UNIT = {
 
 
 def parse_ttl(engine_full: str) -> timedelta | None:
-    """The row TTL of a ClickHouse table from its `system.tables.engine_full`, or None if it has
-    none (a view, a table that keeps every row). Several TTLs: the shortest."""
+    """How long a ClickHouse table keeps a row, from its `system.tables.engine_full`: the
+    shortest of its deleting TTL rules (moves to another volume keep the row), None if it has
+    none (a view, a table that keeps every row)."""
+    clause = _TTL_CLAUSE.search(engine_full)
+    if clause is None:
+        return None
     spans = []
-    for match in _TTL.finditer(engine_full):
+    for rule in _top_level(clause.group("body")):
+        match = _TTL_SPAN.search(rule)
+        if match is None or _KEEPS_ROWS.search(rule):
+            continue
         unit = (match.group("unit") or match.group("unit2")).lower()
         spans.append(int(match.group("count") or match.group("count2")) * _UNIT[unit])
     return min(spans) if spans else None
+
+
+def _top_level(text: str) -> list[str]:
+    """`text` split at its commas outside parentheses and quotes."""
+    parts, depth, quoted, start = [], 0, False, 0
+    for i, char in enumerate(text):
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "()":
+            depth += 1 if char == "(" else -1
+        elif not quoted and depth == 0 and char == ",":
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 def retention_horizon(now: datetime, ttl: timedelta | None) -> datetime | None:

@@ -10,7 +10,9 @@ summaries with the spec's own words:
   row with (timestamp, sequence) <= (T, S));
 * duplicates: a key more than once in Iceberg; gaps: a ClickHouse row the watermark covers that
   Iceberg lacks; extra: an Iceberg row that ClickHouse lacks or the watermark does not cover;
-  regressions: the watermark moving back (or vanishing) other than by a reset to exactly there.
+  regressions: the watermark moving back (or vanishing) other than by a reset to exactly there;
+* a late row, one that appeared in ClickHouse when the committed watermark already covered it,
+  may be missing until the final check (after a repairing cycle): then it is a gap like any.
 """
 
 from __future__ import annotations
@@ -149,6 +151,8 @@ class Oracle:
     namespace: str
     findings: Findings = field(default_factory=Findings)
     marks: dict[str, Position | None] = field(default_factory=dict)
+    seen: dict[str, set[Key]] = field(default_factory=dict)  # ClickHouse's keys at the last check
+    late: dict[str, set[Key]] = field(default_factory=dict)
 
     def clickhouse_rows(self, table: str) -> list[Row]:
         third, _ = TABLES[table]
@@ -168,20 +172,26 @@ class Oracle:
         )
         return rows, committed_position(loaded)
 
-    def check(self, step: int, resets: Mapping[str, Position] | None = None) -> Findings:
-        """Every table after step `step`; `resets`: the tables a reset in this step moved back, and where to."""
+    def check(self, step: int, resets: Mapping[str, Position] | None = None, *, final: bool = False) -> Findings:
+        """Every table after step `step`; `resets`: the tables a reset in this step moved back, and
+        where to; `final`: late rows must be there too."""
         for table in TABLES:
-            self._check_table(step, table, (resets or {}).get(table))
+            self._check_table(step, table, (resets or {}).get(table), final)
         return self.findings
 
-    def _check_table(self, step: int, table: str, reset_to: Position | None) -> None:
+    def _check_table(self, step: int, table: str, reset_to: Position | None, final: bool) -> None:
         rows, mark = self.iceberg(table)
         source = {key_of(table, r): r for r in self.clickhouse_rows(table)}
+        before = self.marks.get(table)
+        arrived = set(source) - self.seen.get(table, set())
+        late = self.late.setdefault(table, set())
+        late |= {k for k in arrived if before is not None and before.covers(source[k][0], source[k][1])}
+        self.seen[table] = set(source)
         counted = Counter(key_of(table, r) for r in rows)
         found = self.findings
         self._note(step, table, "duplicates", found.duplicates, {k for k, n in counted.items() if n > 1})
         covered = {k for k, r in source.items() if mark is not None and mark.covers(r[0], r[1])}
-        self._note(step, table, "gaps", found.gaps, covered - set(counted))
+        self._note(step, table, "gaps", found.gaps, covered - set(counted) - (set() if final else late))
         self._note(step, table, "extra", found.extra, set(counted) - covered)
         previous = self.marks.get(table)
         if previous is not None and (mark is None or mark < previous) and mark != reset_to:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from iceberg_offload import cli
+from iceberg_offload.core.repair import LateDataPolicy
 from iceberg_offload.core.result import OffloadResult, parse_result
 from iceberg_offload.core.settings import to_env
 from iceberg_offload.core.watermark import format_timestamp
@@ -31,7 +32,7 @@ from iceberg_offload.job.run import RunRequest, run_offload
 from iceberg_offload.local.runner import upstream_of
 from oracle import ClickHouseHttp, Oracle, Position, open_iceberg
 from pyspark.sql import SparkSession
-from schedules import Insert, Overlap, Reset, Run, Step
+from schedules import TABLES, Insert, Overlap, Reset, Run, Slot, Step
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[3]
@@ -187,6 +188,7 @@ class FaultRunner:
             upstream=upstream_of(spec, self.env.tables),
             now=self.at(run.slot.now_ms),
             requested_to=None if run.slot.to_ms is None else self.at(run.slot.to_ms),
+            late_data=LateDataPolicy() if run.repair else None,
             on_phase=hook,
         )
 
@@ -235,6 +237,8 @@ class FaultRunner:
         argv = ["--now", format_timestamp(self.at(run.slot.now_ms)), "--run-id", f"{self.label}-{number}"]
         if run.slot.to_ms is not None:
             argv += ["--to", format_timestamp(self.at(run.slot.to_ms))]
+        if run.repair:
+            argv += ["--late-data", "repair"]
         job_env = {
             **os.environ,
             **to_env(self.env.settings),
@@ -258,6 +262,17 @@ class FaultRunner:
             return f"job process hung; killed (output ends {out[-300:]!r})"
         result = parse_result(out)
         return f"job process exit {job.returncode}" + (f", {describe_result(result)}" if result else ", no result line")
+
+    def close(self, number: int, plan_steps: tuple[Step, ...]) -> str:
+        """After the schedule: one cycle of every table, repairing, at the schedule's last clock
+        (no fault): what the operator's next cycle does. Late rows are then in every table."""
+        runs = [
+            r for s in plan_steps for r in ((s,) if isinstance(s, Run) else s.runs if isinstance(s, Overlap) else ())
+        ]
+        nows = [r.slot.now_ms for r in runs]
+        slot = Slot(max(nows, default=10 * 60_000))
+        outcomes = [f"{t}: {self.run(number, Run(t, slot, repair=True))}" for t in TABLES]
+        return "; ".join(outcomes)
 
     def reset(self, step: Reset) -> tuple[str, dict[str, Position]]:
         """`iceberg-offload reset --table NS.TABLE --to TS [--yes]`, to a position resolved now."""

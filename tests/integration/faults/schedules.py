@@ -1,14 +1,17 @@
 """Fault schedules drawn from a seed: a pure generator, no engine and no clock.
 
 A schedule is a short list of steps on one fresh set of tables (both bronze tables and silver):
-inserts into bronze (silver follows by ClickHouse's materialized views), runs at explicit clocks,
-overlapping runs of one table in an interleaving the scheduler decides, runs that die at a phase
-(in process, or a real job process at a failpoint), operator-style retries, and resets.
+inserts into bronze (silver follows by ClickHouse's materialized views), late inserts behind the
+windows already read, runs at explicit clocks (many auditing and repairing late data first, as
+the operator's runs do), overlapping runs of one table in an interleaving the scheduler decides,
+runs that die at a phase (in process, or a real job process at a failpoint), operator-style
+retries, and resets.
 
 Times are milliseconds after the schedule's base instant (ClickHouse keeps milliseconds). Every
-insert is at or after the *frontier*, the newest upper bound a run already started has used
-(``max(now - buffer)``, or its ``--to`` where that is earlier), so every row is on time. The same
-seed always gives the same schedule: ``schedule(seed)`` draws from ``random.Random(seed)`` only.
+insert but a late one is at or after the *frontier*, the newest upper bound a run already started
+has used (``max(now - buffer)``, or its ``--to`` where that is earlier); a late insert is before it.
+The same seed always gives the same schedule: ``schedule(seed)`` draws from ``random.Random(seed)``
+only.
 """
 
 from __future__ import annotations
@@ -23,8 +26,10 @@ BRONZE = ("bronze_trades_binance", "bronze_trades_kraken")
 SILVER = "silver_trades"
 TABLES = (*BRONZE, SILVER)
 EXCHANGES = ("binance", "kraken")
-IN_PROCESS_DEATHS = ("planned", "staged", "committed")
-FAILPOINTS = ("planned", "mid-read", "staged", "committed")
+IN_PROCESS_DEATHS = ("planned", "repaired", "staged", "committed")
+FAILPOINTS = ("planned", "repaired", "mid-read", "staged", "committed")
+REPAIR_SHARE = 0.6  # of runs that audit and repair late data first
+LATE_MAX_MS = 30 * MINUTE  # how far behind the frontier a late row may be
 MAX_STEPS = 8  # a run and its retry, or an overlap and its retry, may end a schedule at 8
 # Reset targets, resolved against the committed watermark when the step runs: at it, at a
 # millisecond holding offloaded rows, or some milliseconds before it.
@@ -34,14 +39,17 @@ RESET_KINDS: tuple[ResetKind, ...] = ("watermark", "row", "row", "shift")
 
 @dataclass(frozen=True)
 class Insert:
-    """`count` rows at the one millisecond `at_ms` into each exchange's bronze table, in order."""
+    """`count` rows at the one millisecond `at_ms` into each exchange's bronze table, in order;
+    `late`: behind the frontier (rows a window already read past)."""
 
     exchanges: tuple[str, ...]
     at_ms: int
     count: int
+    late: bool = False
 
     def describe(self) -> str:
-        return f"insert {self.count} row(s) at +{self.at_ms}ms into {'+'.join(self.exchanges)}"
+        late = "late " if self.late else ""
+        return f"insert {self.count} {late}row(s) at +{self.at_ms}ms into {'+'.join(self.exchanges)}"
 
 
 @dataclass(frozen=True)
@@ -64,18 +72,21 @@ class Slot:
 @dataclass(frozen=True)
 class Run:
     """One run in this process (`die_at`: the phase hook raises there), or, with `failpoint`, a
-    real job process that dies at that failpoint. `retry`: the operator running a failed run again."""
+    real job process that dies at that failpoint. `retry`: the operator running a failed run again;
+    `repair`: the run audits its lookback and repairs late data before its window."""
 
     table: str
     slot: Slot
     die_at: str | None = None
     failpoint: str | None = None
     retry: bool = False
+    repair: bool = False
 
     def describe(self) -> str:
         how = f" in a job process dying at {self.failpoint}" if self.failpoint else ""
         death = f" dying at {self.die_at}" if self.die_at else ""
-        return f"{'retry' if self.retry else 'run'} {self.table} {self.slot.describe()}{how}{death}"
+        repair = " repairing" if self.repair else ""
+        return f"{'retry' if self.retry else 'run'}{repair} {self.table} {self.slot.describe()}{how}{death}"
 
 
 @dataclass(frozen=True)
@@ -168,23 +179,37 @@ class _Draw:
         return self.frontier + self.rng.randrange(0, 3 * MINUTE)
 
 
+def _exchanges(d: _Draw) -> tuple[str, ...]:
+    return d.rng.choice((("binance",), ("kraken",), ("binance", "kraken"), ("kraken", "binance")))
+
+
 def _insert(d: _Draw) -> Insert:
-    exchanges = d.rng.choice((("binance",), ("kraken",), ("binance", "kraken"), ("kraken", "binance")))
-    return Insert(exchanges, d.row_time(), d.rng.choice((1, 1, 2, 3, 5)))
+    return Insert(_exchanges(d), d.row_time(), d.rng.choice((1, 1, 2, 3, 5)))
+
+
+def _late_insert(d: _Draw) -> Insert:
+    """Rows behind the frontier: 1 ms, or up to LATE_MAX_MS (never before the base instant)."""
+    behind = d.rng.choice((1, d.rng.randrange(1, LATE_MAX_MS)))
+    return Insert(_exchanges(d), max(0, d.frontier - behind), d.rng.choice((1, 2, 3)), late=True)
+
+
+def _repair(d: _Draw) -> bool:
+    return d.rng.random() < REPAIR_SHARE
 
 
 def _run(d: _Draw, kill: bool) -> list[Step]:
     """A run, perhaps dying; a failed run is often run again at the same clock, as the operator does."""
     slot = d.take_slot()
+    repair = _repair(d)
     if kill:
-        run = Run(d.rng.choice(BRONZE), slot, failpoint=d.rng.choice(FAILPOINTS))
+        run = Run(d.rng.choice(BRONZE), slot, failpoint=d.rng.choice(FAILPOINTS), repair=repair)
         d.ran.append(run.table)
     elif d.rng.random() < 0.35:
-        run = Run(d.table(), slot, die_at=d.rng.choice(IN_PROCESS_DEATHS))
+        run = Run(d.table(), slot, die_at=d.rng.choice(IN_PROCESS_DEATHS), repair=repair)
     else:
-        return [Run(d.table(), slot)]
+        return [Run(d.table(), slot, repair=repair)]
     if d.rng.random() < 0.8:
-        return [run, Run(run.table, slot, retry=True)]
+        return [run, Run(run.table, slot, retry=True, repair=repair)]
     return [run]
 
 
@@ -193,7 +218,8 @@ def _cycle(d: _Draw) -> list[Step]:
     slot = d.take_slot()
     tables = (*d.rng.sample(BRONZE, 2), SILVER)
     d.ran.extend(tables)
-    return [Run(t, slot) for t in tables]
+    repair = _repair(d)
+    return [Run(t, slot, repair=repair) for t in tables]
 
 
 def _overlap(d: _Draw) -> list[Step]:
@@ -202,14 +228,15 @@ def _overlap(d: _Draw) -> list[Step]:
     first = d.take_slot()
     slots = [first] + [first if d.rng.random() < 0.6 else d.take_slot() for _ in range(d.rng.choice((1, 1, 2)))]
     runs = tuple(
-        Run(table, s, die_at=d.rng.choice(IN_PROCESS_DEATHS) if d.rng.random() < 0.15 else None) for s in slots
+        Run(table, s, die_at=d.rng.choice(IN_PROCESS_DEATHS) if d.rng.random() < 0.15 else None, repair=_repair(d))
+        for s in slots
     )
     # Four moves each: start (to "planned"), to "staged", to "committed", to the end.
     order = [i for i in range(len(runs)) for _ in range(4)]
     d.rng.shuffle(order)
     steps: list[Step] = [Overlap(table, runs, tuple(order))]
     if d.rng.random() < 0.7:
-        steps.append(Run(table, max(slots, key=lambda s: s.now_ms), retry=True))
+        steps.append(Run(table, max(slots, key=lambda s: s.now_ms), retry=True, repair=_repair(d)))
     return steps
 
 
@@ -224,12 +251,13 @@ def _reset(d: _Draw) -> Reset:
 
 
 def _kind(d: _Draw, last: bool) -> str:
-    """The next step's kind: no insert last (nothing would read it), fewer inserts in a row, and
-    no cycle (three runs) past 8 steps."""
+    """The next step's kind: no insert last (nothing would read it), fewer inserts in a row, no
+    cycle (three runs) past 8 steps, and late rows only once a window has been read."""
     after_insert = isinstance(d.steps[-1], Insert)
     room = len(d.steps) + 3 <= MAX_STEPS
-    weights = (0 if last else 15 if after_insert else 30, 30, 15 if room else 0, 15, 12 if d.ran else 0)
-    return d.rng.choices(("insert", "run", "cycle", "overlap", "reset"), weights=weights)[0]
+    late = 0 if last or d.frontier == 0 else 12
+    weights = (0 if last else 15 if after_insert else 30, 30, 15 if room else 0, 15, 12 if d.ran else 0, late)
+    return d.rng.choices(("insert", "run", "cycle", "overlap", "reset", "late"), weights=weights)[0]
 
 
 def schedule(seed: int, kill_share: float = 1 / 8) -> Schedule:
@@ -244,6 +272,8 @@ def schedule(seed: int, kill_share: float = 1 / 8) -> Schedule:
         kind = "run" if kill else _kind(d, last=len(d.steps) == length - 1)
         if kind == "insert":
             d.steps.append(_insert(d))
+        elif kind == "late":
+            d.steps.append(_late_insert(d))
         elif kind == "reset":
             d.steps.append(_reset(d))
         elif kind == "overlap":

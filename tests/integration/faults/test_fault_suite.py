@@ -47,7 +47,8 @@ def fault_reports(request: pytest.FixtureRequest) -> Iterator[list[ScheduleRepor
 
 
 def play(plan: Schedule, runner: FaultRunner, oracle: Oracle, setup: float) -> list[str]:
-    """Each step, then the oracle: what happened, step by step."""
+    """Each step, then the oracle; then a repairing cycle and the oracle's final check (late rows
+    included): what happened, step by step."""
     oracle.check(0)
     done = [f"0. fresh tables ({setup:.1f} s)"]
     for number, step in enumerate(plan.steps, 1):
@@ -57,6 +58,10 @@ def play(plan: Schedule, runner: FaultRunner, oracle: Oracle, setup: float) -> l
         oracle.check(number, resets)
         took = f"{ran - began:.1f} s + {time.monotonic() - ran:.1f} s check"
         done.append(f"{number}. {step.describe()} -> {outcome} ({took})")
+    closing = len(plan.steps) + 1
+    outcome = runner.close(closing, plan.steps)
+    oracle.check(closing, final=True)
+    done.append(f"{closing}. closing cycle, repairing -> {outcome}")
     return done
 
 
