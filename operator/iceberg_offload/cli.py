@@ -20,9 +20,14 @@ from iceberg_offload.adapters import ddl
 from iceberg_offload.core.cli_errors import SETTINGS_TODO, CommandError, OneLineParser, error_line, first_line
 
 if TYPE_CHECKING:
+    from datetime import datetime, timedelta
+
+    from clickhouse_connect.driver.client import Client
     from pyiceberg.catalog import Catalog
+    from pyiceberg.table import Table
 
     from iceberg_offload.core.settings import CatalogSettings
+    from iceberg_offload.core.tables import TableSpec
 
 PROG = "iceberg-offload"
 DEBUG_TODO = f"`{PROG} --debug ...` shows the traceback"
@@ -134,8 +139,42 @@ def _audit(args: argparse.Namespace) -> int:
         for diff in report.differing:
             print(f"{name} {diff.describe()}")
         print(f"{name}: [{since.isoformat()}, {mark}): {report.summary()}")
-        differ += not report.in_sync
+        if args.repair and not report.in_sync:
+            _repair(client, catalog, table, spec, since, mark.timestamp, width)
+        else:
+            differ += not report.in_sync
     return AUDIT_DIFFER if differ else 0
+
+
+def _repair(
+    client: Client, catalog: Catalog, table: Table, spec: TableSpec, since: datetime, upper: datetime, width: timedelta
+) -> None:
+    """Replace the differing buckets of [since, upper) with ClickHouse's rows, a bucket per commit."""
+    import uuid
+    from datetime import UTC, datetime
+
+    from iceberg_offload.adapters import clickhouse_io
+    from iceberg_offload.adapters.audit import backfill, target_columns
+    from iceberg_offload.core.repair import LateDataPolicy, RepairError
+
+    try:
+        columns = target_columns(clickhouse_io.describe(client, spec.source), table)
+        outcome = backfill(
+            client,
+            catalog,
+            spec,
+            columns,
+            since,
+            upper,
+            policy=LateDataPolicy(bucket=width),
+            name=f"audit-repair-{uuid.uuid4().hex[:12]}",
+            now=datetime.now(UTC),
+        )
+    except RepairError as exc:
+        raise CommandError(
+            f"cannot repair {spec.name}: {exc}", "audit a later --since, or use an OffloadBackfill"
+        ) from exc
+    print(f"{spec.name}: repaired {outcome.commits} buckets, {outcome.rows} rows written from ClickHouse")
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -218,6 +257,11 @@ def _parser() -> OneLineParser:
     a.add_argument("--since", help="audit from this timestamp to the committed watermark (default: the last 24 h)")
     a.add_argument(
         "--bucket-seconds", type=_positive, default=3600, help="width of the compared buckets (default 3600)"
+    )
+    a.add_argument(
+        "--repair",
+        action="store_true",
+        help="replace each differing bucket with ClickHouse's rows (one commit per bucket; exit 0 once repaired)",
     )
     r = command("reset", "move a table's watermark back, deleting the rows from it on, in one commit")
     r.add_argument("--table", required=True, type=_table_name, help="Iceberg table as <namespace>.<table>")

@@ -106,3 +106,16 @@ def test_late_rows_are_found_in_exactly_their_buckets_in_every_layer(
         lines
     )
     assert any(line.startswith(f"{KRAKEN}: ") and "all equal" in line for line in lines), lines
+
+    # --repair: each differing bucket replaced by ClickHouse's rows; then every table audits equal.
+    for name in [n for n in os.environ if n.startswith(PREFIX)]:
+        monkeypatch.delenv(name)
+    for name, value in to_env(env.settings).items():
+        monkeypatch.setenv(name, value)
+    capsys.readouterr()
+    assert cli.main(["audit", "--since", since.isoformat(), "--repair", *TABLES]) == 0
+    repaired = [line for line in capsys.readouterr().out.splitlines() if "repaired" in line]
+    assert {line.split(":")[0] for line in repaired} == {BINANCE, SILVER, GOLD}, repaired
+    code, lines = audit_command(env, monkeypatch, capsys, since)
+    assert code == 0 and all("all equal" in line for line in lines), lines
+    assert env.iceberg_count(BINANCE) == env.ch_count_through(BINANCE, mark)

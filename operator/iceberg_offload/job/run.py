@@ -28,16 +28,15 @@ from pyiceberg.table.snapshots import Snapshot
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.adapters import audit, clickhouse_io, iceberg_io
 from iceberg_offload.core.mirror import after_run, scrub
 from iceberg_offload.core.planning import WindowPlan, plan_window, split_window, subwindow_count, upper_bound
-from iceberg_offload.core.repair import AuditRecord, LateDataPolicy
+from iceberg_offload.core.repair import AuditRecord, LateDataPolicy, RepairError
 from iceberg_offload.core.result import OffloadResult, summary_properties
 from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import TableSpec
 from iceberg_offload.core.typemap import ColumnMapping
 from iceberg_offload.core.watermark import EPOCH, Watermark, Window, format_timestamp
-from iceberg_offload.job import late
 from iceberg_offload.job.columns import arrow_schema, plan_columns
 from iceberg_offload.job.errors import OffloadError
 from iceberg_offload.job.read import BOUNDS, bounds_row, read_subwindows
@@ -109,7 +108,7 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
         plan = plan_window(state.watermark, bound, requested_from=request.requested_from)
         _phase(settings, request, "planned")
         if request.backfill is not None:
-            return _backfill(catalog, client, columns, request, started)
+            return _backfill(catalog, client, columns, request, request.backfill, started)
         target, record = _late_data(settings, request, client, columns, _Target(catalog, table, state.snapshot_id))
         if plan.window is None:
             result = _skipped(request, plan, started)
@@ -147,9 +146,12 @@ def _late_data(
     if request.late_data is None:
         return target, None
     now = request.now or datetime.now(UTC)
-    record, repaired = late.audit_and_repair(
-        client, target.catalog, target.table, request.spec, columns, request.late_data, request.run_id, now
-    )
+    try:
+        record, repaired = audit.audit_and_repair(
+            client, target.catalog, target.table, request.spec, columns, request.late_data, request.run_id, now
+        )
+    except iceberg_io.ConcurrentCommit as exc:
+        raise OffloadError(f"repair of late data: {exc}; the next run audits again") from exc
     if repaired is None:
         return target, record
     _phase(settings, request, "repaired")
@@ -250,22 +252,29 @@ def _commit_window(
 
 
 def _backfill(
-    catalog: Catalog, client: Any, columns: list[ColumnMapping], request: RunRequest, started: float
+    catalog: Catalog,
+    client: Any,
+    columns: list[ColumnMapping],
+    request: RunRequest,
+    backfill: BackfillRequest,
+    started: float,
 ) -> OffloadResult:
-    backfill = request.backfill
-    assert backfill is not None
-    outcome = late.backfill(
-        client,
-        catalog,
-        request.spec,
-        columns,
-        backfill.lower,
-        backfill.upper,
-        policy=request.late_data or LateDataPolicy(),
-        name=backfill.name,
-        now=request.now or datetime.now(UTC),
-        allow_deletes=backfill.allow_deletes,
-    )
+    """Make the backfill's range equal to ClickHouse, a bucket per commit (audit.backfill)."""
+    try:
+        outcome = audit.backfill(
+            client,
+            catalog,
+            request.spec,
+            columns,
+            backfill.lower,
+            backfill.upper,
+            policy=request.late_data or LateDataPolicy(),
+            name=backfill.name,
+            now=request.now or datetime.now(UTC),
+            allow_deletes=backfill.allow_deletes,
+        )
+    except RepairError as exc:
+        raise OffloadError(f"backfill {backfill.name} of {request.spec.name}: {exc}") from exc
     return OffloadResult(
         table=request.spec.name,
         run_id=request.run_id,
@@ -273,7 +282,6 @@ def _backfill(
         rows=outcome.rows,
         window_from=format_timestamp(backfill.lower),
         window_to=format_timestamp(backfill.upper),
-        buckets_differing=0,
         rows_repaired=outcome.rows,
         duration_seconds=round(time.monotonic() - started, 3),
     )
