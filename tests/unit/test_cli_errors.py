@@ -155,6 +155,15 @@ JOB_CASES = {
     "buffer not a number": Case([*RUN, "--buffer-seconds", "5m"], 2, "argument --buffer-seconds: invalid int value"),
     "unknown layer": Case([*RUN, "--layer", "platinum"], 2, "argument --layer: invalid choice: 'platinum'"),
     "unknown option": Case([*RUN, "--dry-run"], 2, "unrecognized arguments: --dry-run"),
+    "unknown late-data mode": Case([*RUN, "--late-data", "fix"], 2, "argument --late-data: invalid choice: 'fix'"),
+    "zero lookback": Case([*RUN, "--late-data", "repair", "--lookback-seconds", "0"], 2, "argument --lookback-seconds"),
+    "backfill without a range": Case([*RUN, "--backfill", "b1"], 2, "a backfill needs all of --backfill NAME"),
+    "backfill inverted": Case(
+        [*RUN, "--backfill", "b1", "--backfill-from", TS, "--backfill-to", "2025-12-31T00:00:00Z"],
+        2,
+        "--backfill-to 2025-12-31T00:00:00.000000Z must be after --backfill-from",
+    ),
+    "allow-deletes without a backfill": Case([*RUN, "--allow-deletes"], 2, "--allow-deletes applies to a backfill"),
     "unknown variable": Case(RUN, 2, "ICEBERG_OFFLOAD_COLOUR: not a setting", env={"ICEBERG_OFFLOAD_COLOUR": "blue"}),
     "unknown failpoint": Case(
         RUN, 2, "ICEBERG_OFFLOAD_FAILPOINT: expected one of", env={"ICEBERG_OFFLOAD_FAILPOINT": "sometimes"}
