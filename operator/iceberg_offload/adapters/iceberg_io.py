@@ -163,7 +163,11 @@ def replace_spans(
             f"another commit changed {name} while its rows were being replaced (snapshot {base} -> "
             f"{table.refresh().metadata.current_snapshot_id}): nothing was replaced"
         ) from exc
-    return table.refresh().metadata.current_snapshot_id
+    # The snapshot this commit made current, from its own updates: the table may have moved on
+    # since, and a caller that took the current one would build on a commit it never read.
+    return next(
+        u.snapshot_id for u in reversed(updates) if isinstance(u, SetSnapshotRefUpdate) and u.ref_name == MAIN_BRANCH
+    )
 
 
 def row_count(table: Table) -> int:
