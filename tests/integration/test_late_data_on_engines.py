@@ -20,6 +20,8 @@ from iceberg_offload.core.audit import Bucket
 from iceberg_offload.core.repair import REPAIR_REASON, LateDataMode, LateDataPolicy
 from iceberg_offload.core.result import WATERMARK_BEFORE
 from iceberg_offload.core.watermark import Watermark
+from iceberg_offload.job.errors import OffloadError
+from iceberg_offload.job.run import BackfillRequest
 
 BINANCE, KRAKEN, SILVER, GOLD = "bronze_trades_binance", "bronze_trades_kraken", "silver_trades", "gold_ohlcv_1h"
 TABLES = [BINANCE, KRAKEN, SILVER, GOLD]
@@ -150,3 +152,42 @@ def test_the_retention_horizon_is_read_from_clickhouse(make_env: Any) -> None:
     env = make_env("late_data_ttl", tables=[BINANCE, GOLD])
     assert clickhouse_io.retention(env.clickhouse, env.spec(BINANCE).source) == timedelta(days=7)
     assert clickhouse_io.retention(env.clickhouse, env.spec(GOLD).source) is None  # a view keeps what its table does
+
+
+def test_a_backfill_replaces_only_what_differs_and_refuses_what_it_must_not(make_env: Any, base: datetime) -> None:
+    env = make_env("late_data_backfill", tables=[BINANCE])
+    env.feed(base, base + 3 * HOUR)
+    now = base + 3 * HOUR + timedelta(minutes=10)
+    env.cycle(now, [BINANCE], "first")
+    mark = env.watermark(BINANCE)
+
+    def backfill(name: str, lower: datetime, upper: datetime, at: datetime = now, **kw: Any) -> Any:
+        return env.run(BINANCE, at, backfill=BackfillRequest(name, lower, upper, **kw), late_data=LateDataPolicy())
+
+    equal = backfill("equal", base, mark.timestamp)
+    assert (equal.outcome, equal.rows) == ("skipped", 0), equal  # an equal range commits nothing
+    # Rows lost on the Iceberg side (a delete by hand) in two hours: two commits bring them back.
+    lost_from, lost_to = base + timedelta(minutes=30), base + timedelta(minutes=90)
+    before = env.iceberg_count(BINANCE)
+    env.iceberg(BINANCE).delete(
+        f"exchange_timestamp >= '{lost_from.isoformat()}' AND exchange_timestamp < '{lost_to.isoformat()}'"
+    )
+    lost = before - env.iceberg_count(BINANCE)
+    assert lost > 0
+    snapshots = len(env.snapshot_ids(BINANCE))
+    fixed = backfill("fix", base, mark.timestamp)
+    assert fixed.outcome == "committed" and fixed.rows >= lost, fixed
+    assert iceberg_io.backfill_progress(env.iceberg(BINANCE), "fix").commits == 2  # [00:30, 01:00), [01:00, 01:30)
+    assert len(env.snapshot_ids(BINANCE)) > snapshots and env.watermark(BINANCE) == mark
+    trade_keys_equal(env, BINANCE)
+    assert backfill("again", base, mark.timestamp).outcome == "skipped"
+
+    snapshots = len(env.snapshot_ids(BINANCE))
+    with pytest.raises(OffloadError, match="beyond the committed watermark"):
+        backfill("ahead", base, mark.timestamp + HOUR)
+    # Eight days on, the first hours are past the 7-day TTL: ClickHouse may have dropped them.
+    with pytest.raises(OffloadError, match="TTL may have dropped rows"):
+        backfill("old", base, mark.timestamp, at=base + timedelta(days=8))
+    assert len(env.snapshot_ids(BINANCE)) == snapshots
+    allowed = backfill("old-allowed", base, mark.timestamp, at=base + timedelta(days=8), allow_deletes=True)
+    assert allowed.outcome == "skipped", allowed  # allowed, and equal: nothing to replace

@@ -194,7 +194,7 @@ def test_a_repair_keeps_the_watermark_in_its_form() -> None:
     old = {WATERMARK_TIMESTAMP: "2026-12-01T12:00:00Z", WATERMARK_SEQUENCE: "41"}
     assert kept_watermark(old) == old
     buckets = [Bucket(T + i * HOUR, T + (i + 1) * HOUR) for i in range(500)]
-    properties = repair_properties(kept_watermark(new), "run-7", "late data", buckets, backfill="fix-1")
+    properties = repair_properties(kept_watermark(new), "run-7", "late data", buckets, "c1", backfill="fix-1")
     assert properties[REPAIR_OF] == "run-7" and properties[BACKFILL] == "fix-1"
     assert properties[WATERMARK_BEFORE] == new[WATERMARK_BEFORE] and RUN_ID not in properties
     assert len(properties[REPAIR_RANGES]) <= 2000 and properties[REPAIR_RANGES].endswith("...")

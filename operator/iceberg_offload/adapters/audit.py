@@ -9,6 +9,7 @@ iceberg_io.ConcurrentCommit (a run's repair then fails the run; a backfill audit
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -111,6 +112,7 @@ def _replace(
             run_id,
             reason if backfill is None else f"backfill {backfill}: {reason}",
             spans,
+            uuid.uuid4().hex,
             backfill=backfill,
         ),
         **record.properties(),

@@ -111,12 +111,14 @@ class BackfillProgress:
 
 def backfill_progress(table: Table, name: str) -> BackfillProgress:
     """The commits a backfill made so far (in the current lineage) and the rows they wrote."""
-    commits = rows = 0
+    commits: set[str] = set()
+    rows = 0
     for snapshot in lineage(table):
-        if _summary(snapshot).get(repair.BACKFILL) == name:
-            commits += 1
+        summary = _summary(snapshot)
+        if summary.get(repair.BACKFILL) == name:
+            commits.add(summary.get(repair.REPAIR_COMMIT, str(snapshot.snapshot_id)))
             rows += int((snapshot.summary.get("added-records") if snapshot.summary else None) or 0)
-    return BackfillProgress(commits, rows)
+    return BackfillProgress(len(commits), rows)
 
 
 def watermark_keys(table: Table) -> dict[str, str]:

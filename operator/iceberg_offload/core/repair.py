@@ -32,6 +32,8 @@ from iceberg_offload.core.watermark import Watermark, format_timestamp, parse_ti
 REPAIR_OF = "offload.repair.run-id"
 REPAIR_REASON = "offload.repair.reason"
 REPAIR_RANGES = "offload.repair.ranges"
+# One replacement's id: its commit may hold two snapshots (the rows deleted, the rows added).
+REPAIR_COMMIT = "offload.repair.commit-id"
 BACKFILL = "offload.backfill"
 # The audit a run made, recorded in each commit of the run (its repair and its window).
 AUDIT_MODE = "offload.audit.mode"
@@ -290,6 +292,7 @@ def repair_properties(
     run_id: str,
     reason: str,
     buckets: Sequence[Bucket],
+    commit_id: str,
     *,
     backfill: str | None = None,
 ) -> dict[str, str]:
@@ -298,7 +301,13 @@ def repair_properties(
     ranges = ",".join(str(b) for b in buckets)
     if len(ranges) > _RANGES_MAX:
         ranges = ranges[: _RANGES_MAX - 3] + "..."
-    properties = {**watermark_keys, REPAIR_OF: run_id, REPAIR_REASON: reason, REPAIR_RANGES: ranges}
+    properties = {
+        **watermark_keys,
+        REPAIR_OF: run_id,
+        REPAIR_REASON: reason,
+        REPAIR_RANGES: ranges,
+        REPAIR_COMMIT: commit_id,
+    }
     if backfill is not None:
         properties[BACKFILL] = backfill
     return properties
