@@ -68,7 +68,7 @@ def reference(column: pa.Array, iceberg_type: IcebergType) -> list[str]:
     return [audit.canonical_value(v, iceberg_type) for v in column.to_pylist()]
 
 
-@settings(max_examples=500)
+@settings(max_examples=300, deadline=None)
 @given(columns())
 def test_canonical_texts_equal_the_reference(column: tuple[IcebergType, pa.Array]) -> None:
     iceberg_type, values = column
@@ -106,7 +106,7 @@ def reference_digests(batch: pa.RecordBatch, cols: list[tuple[str, IcebergType]]
     ]
 
 
-@settings(max_examples=300)
+@settings(max_examples=200, deadline=None)
 @given(st.integers(0, 15).flatmap(lambda n: st.lists(columns(n), min_size=1, max_size=5)))
 def test_row_digests_equal_the_reference(drawn: list[tuple[IcebergType, pa.Array]]) -> None:
     batch = pa.record_batch([values for _, values in drawn], names=[f"c{i}" for i in range(len(drawn))])
@@ -118,7 +118,7 @@ widths = st.sampled_from([1, 999, 60 * 10**6, 3600 * 10**6, 86400 * 10**6]).map(
 audited = st.lists(st.tuples(timestamps, st.integers(-(2**63), 2**63 - 1), st.one_of(text, st.none())), max_size=40)
 
 
-@settings(max_examples=300)
+@settings(max_examples=200, deadline=None)
 @given(st.lists(audited, max_size=4), widths)
 def test_bucket_stats_equal_the_reference_across_batches(
     batches: list[list[tuple[datetime, int, str | None]]], width: timedelta
