@@ -6,9 +6,9 @@ from __future__ import annotations
 import contextlib
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pyarrow as pa
 from pyiceberg.catalog import Catalog, load_catalog
@@ -21,6 +21,7 @@ from pyiceberg.table.update import AssertRefSnapshotId, AssertTableUUID, RemoveS
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, YearTransform
 from pyiceberg.types import TimestampType, TimestamptzType
 
+from iceberg_offload.adapters import arrow_audit
 from iceberg_offload.core import audit, repair
 from iceberg_offload.core.catalog import pyiceberg_properties
 from iceberg_offload.core.result import RUN_ID, TIMESTAMP_COLUMN, newest_watermark, reset_properties
@@ -372,15 +373,4 @@ def audit_buckets(
         row_filter=And(_at_or_after(timestamp_column, window.lower), _before(timestamp_column, window.upper)),
         selected_fields=tuple(dict.fromkeys([timestamp_column, *(name for name, _ in columns)])),
     )
-    return audit.bucket_stats(_digests(scan.to_arrow_batch_reader(), timestamp_column, columns), width)
-
-
-def _digests(
-    batches: Iterable[pa.RecordBatch], timestamp_column: str, columns: Sequence[tuple[str, IcebergType]]
-) -> Iterator[tuple[datetime, int]]:
-    """Each row's (timestamp, digest of its audited columns)."""
-    for batch in batches:
-        values = [batch.column(name).to_pylist() for name, _ in columns]
-        for i, timestamp in enumerate(batch.column(timestamp_column).to_pylist()):
-            texts = (audit.canonical_value(v[i], t) for v, (_, t) in zip(values, columns, strict=True))
-            yield timestamp, audit.row_digest(texts)
+    return arrow_audit.bucket_stats(scan.to_arrow_batch_reader(), timestamp_column, columns, width)
