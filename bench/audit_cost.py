@@ -51,7 +51,7 @@ from iceberg_offload.local.chhttp import ClickHouseHTTPServer
 from iceberg_offload.local.generator import binance_trades
 from pyiceberg.catalog import Catalog
 from pyiceberg.table import Table
-from pyiceberg.transforms import DayTransform, MonthTransform
+from pyiceberg.transforms import DayTransform, MonthTransform, Transform
 
 BRONZE, GOLD = "bronze_trades_binance", "gold_ohlcv_1m"
 NAMESPACE = "bench_audit"
@@ -92,7 +92,7 @@ def create_iceberg_table(catalog: Catalog, spec: TableSpec, columns: Sequence[Co
         factory, args = arrow_factory(c.iceberg_type)
         fields.append(pa.field(c.name, getattr(pa, factory)(*args), nullable=c.nullable))
     table = catalog.create_table(spec.target.catalog_identifier, schema=pa.schema(fields))
-    transform = MonthTransform() if spec.candle_interval else DayTransform()
+    transform: Transform[Any, int] = MonthTransform() if spec.candle_interval else DayTransform()
     with table.update_spec() as update:
         update.add_field(spec.source.timestamp_column, transform, f"{spec.source.timestamp_column}_part")
     return table

@@ -28,7 +28,7 @@ from iceberg_offload.core.typemap import (
 )
 
 HOUR = timedelta(hours=1)
-text = st.text(st.characters(exclude_categories=("Cs",)), max_size=12)  # lone surrogates are not UTF-8
+text = st.text(st.characters(exclude_categories=["Cs"]), max_size=12)  # lone surrogates are not UTF-8
 timestamps = st.datetimes(min_value=datetime(1, 1, 1), max_value=datetime(9999, 12, 31), timezones=st.just(UTC))
 
 
