@@ -255,7 +255,7 @@ def _kind(d: _Draw, last: bool) -> str:
     cycle (three runs) past 8 steps, and late rows only once a window has been read."""
     after_insert = isinstance(d.steps[-1], Insert)
     room = len(d.steps) + 3 <= MAX_STEPS
-    late = 0 if last or d.frontier == 0 else 12
+    late = 0 if last or d.frontier == 0 else 30
     weights = (0 if last else 15 if after_insert else 30, 30, 15 if room else 0, 15, 12 if d.ran else 0, late)
     return d.rng.choices(("insert", "run", "cycle", "overlap", "reset", "late"), weights=weights)[0]
 
