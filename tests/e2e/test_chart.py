@@ -50,7 +50,12 @@ CHART = ROOT / "helm" / "iceberg-offload"
 INSTALL_HELM = ROOT / "scripts" / "install-helm.sh"
 RELEASE = "offload"
 FULLNAME = f"{RELEASE}-iceberg-offload"
-CHART_CRDS = ("offloadtables.offload.k2.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev")
+CHART_CRDS = (
+    "offloadtables.offload.k2.io",
+    "offloadbackfills.offload.k2.io",
+    "kopfpeerings.kopf.dev",
+    "clusterkopfpeerings.kopf.dev",
+)
 
 #: What kopf asks for to follow namespaces and CRDs appearing at run time.  A namespaced operator
 #: does not need it: on 403 kopf falls back to the namespaces it was given and the resources it
