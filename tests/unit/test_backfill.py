@@ -436,3 +436,12 @@ def test_manifest_is_the_tables_run_in_backfill_mode_owned_by_the_backfill() -> 
     assert (request.backfill.lower, request.backfill.upper) == (plan.lower, plan.upper)
     assert request.late_data is not None and request.late_data.bucket == timedelta(hours=1)
     assert request.spec.target.identifier == "lake.cold.bronze_trades_binance" and not request.mirror
+
+
+def test_the_example_backfill_names_an_example_table_and_parses() -> None:
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    (doc,) = yaml.safe_load_all((examples / "backfill-bronze-trades-binance.yaml").read_text())
+    assert (doc["apiVersion"], doc["kind"]) == ("offload.k2.io/v1alpha1", "OffloadBackfill")
+    spec = parse_backfill_spec(doc["spec"])
+    tables = {yaml.safe_load(p.read_text())["metadata"]["name"] for p in examples.glob("[1-9]*.yaml")}
+    assert spec.table in tables and spec.lower < spec.upper and spec.reason
