@@ -282,6 +282,13 @@ def test_follows_its_run(state: str, progress: Progress | None, phase: Phase, wh
         assert decision.status.finished_at == datetime(2024, 3, 10, 12, 5, tzinfo=UTC)
 
 
+def test_a_run_whose_table_was_deleted_meanwhile_is_still_followed_to_its_end() -> None:
+    apps = (app(RUN, "RUNNING", backfill=True),)
+    assert decide(observed(backfill_body(status=running()), table=None, apps=apps)).status.phase is Phase.RUNNING
+    apps = (app(RUN, "COMPLETED", backfill=True),)
+    assert decide(observed(backfill_body(status=running()), table=None, apps=apps)).status.phase is Phase.SUCCEEDED
+
+
 def test_a_run_that_vanished_fails_the_backfill() -> None:
     decision = decide(observed(backfill_body(status=running())))
     assert decision.status.phase is Phase.FAILED and reason(decision) == "RunVanished"

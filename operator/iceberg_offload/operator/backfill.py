@@ -334,7 +334,8 @@ def _follow(decision: Decision, observed: Observed) -> None:
             _set(status, observed, Phase.FAILED, Reason.RUN_FAILED, message), finished_at=finished
         )
         _moved(decision, observed, Event("Warning", "Failed", message))
-    elif run.state in SUCCEEDED_STATES and observed.progress is not None:
+    elif run.state in SUCCEEDED_STATES and (observed.progress is not None or not observed.table_found):
+        # (a table deleted meanwhile leaves no Iceberg table to read: the counts seen last stay)
         message = f"the range audits equal: {counts} in {status.buckets_total or 0} buckets"
         finished = run.terminated or observed.now
         decision.status = replace(

@@ -130,7 +130,9 @@ class BackfillController:
 
     def observe(self, body: Mapping[str, Any], now: datetime, table: _Table) -> Observed:
         namespace = body["metadata"]["namespace"]
-        apps = self.tables.kube.list_runs(namespace, table.body["metadata"]["name"]) if table.body else []
+        name = str((body.get("spec") or {}).get("table") or "")
+        # Listed even when the table is gone: a backfill already running is still followed.
+        apps = self.tables.kube.list_runs(namespace, name) if name else []
         observed = observe_backfill(
             body, now, table=table.body, table_spec=table.spec, table_error=table.error, apps=apps
         )
