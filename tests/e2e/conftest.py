@@ -163,13 +163,15 @@ STANDIN_REASON = (
 
 @pytest.fixture(scope="session")
 def offload_crd(control_plane: Cluster) -> str:
-    """The OffloadTable CRD (``crds/offloadtables.offload.k2.io.yaml``), applied and Established."""
-    from standin.harness import OFFLOAD_CRD, OFFLOAD_CRD_NAME
+    """The operator's CRDs (``crds/offloadtables.offload.k2.io.yaml``, and the OffloadBackfill's:
+    the operator watches both), applied and Established; the OffloadTable CRD's name."""
+    from standin.harness import BACKFILL_CRD, BACKFILL_CRD_NAME, OFFLOAD_CRD, OFFLOAD_CRD_NAME
 
-    applied = control_plane.kubectl("apply", "-f", str(OFFLOAD_CRD))
-    if applied.returncode != 0:
-        pytest.fail(f"the OffloadTable CRD was rejected: {applied.stderr.strip()}", pytrace=False)
-    _wait_established(control_plane, OFFLOAD_CRD_NAME)
+    for path, name in ((OFFLOAD_CRD, OFFLOAD_CRD_NAME), (BACKFILL_CRD, BACKFILL_CRD_NAME)):
+        applied = control_plane.kubectl("apply", "-f", str(path))
+        if applied.returncode != 0:
+            pytest.fail(f"the CRD {name} was rejected: {applied.stderr.strip()}", pytrace=False)
+        _wait_established(control_plane, name)
     return OFFLOAD_CRD_NAME
 
 

@@ -50,7 +50,12 @@ CHART = ROOT / "helm" / "iceberg-offload"
 INSTALL_HELM = ROOT / "scripts" / "install-helm.sh"
 RELEASE = "offload"
 FULLNAME = f"{RELEASE}-iceberg-offload"
-CHART_CRDS = ("offloadtables.offload.k2.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev")
+CHART_CRDS = (
+    "offloadtables.offload.k2.io",
+    "offloadbackfills.offload.k2.io",
+    "kopfpeerings.kopf.dev",
+    "clusterkopfpeerings.kopf.dev",
+)
 
 #: What kopf asks for to follow namespaces and CRDs appearing at run time.  A namespaced operator
 #: does not need it: on 403 kopf falls back to the namespaces it was given and the resources it
@@ -445,6 +450,10 @@ def ot_path(namespace: str, name: str = "") -> str:
     return f"/apis/offload.k2.io/v1alpha1/namespaces/{namespace}/offloadtables" + (f"/{name}" if name else "")
 
 
+def backfill_path(namespace: str, name: str = "") -> str:
+    return f"/apis/offload.k2.io/v1alpha1/namespaces/{namespace}/offloadbackfills" + (f"/{name}" if name else "")
+
+
 def apps_path(namespace: str, name: str = "") -> str:
     return f"/apis/sparkoperator.k8s.io/v1beta2/namespaces/{namespace}/sparkapplications" + (f"/{name}" if name else "")
 
@@ -617,6 +626,24 @@ def test_helm_install_then_operator_reconciles_as_its_service_account(
             assert final["lastRun"]["outcome"] == "Failed" and final["lastRun"]["name"] == name
             assert "ExitCode: 1" in final["lastError"]
             wait_until(lambda: ("Warning", "RunFailed") in events_for(control_plane, namespace, table), 20, "event")
+
+            # An OffloadBackfill of the table, refused (nothing is committed yet): its table read,
+            # its status written.
+            backfill = {
+                "apiVersion": "offload.k2.io/v1alpha1",
+                "kind": "OffloadBackfill",
+                "metadata": {"name": "refused"},
+                "spec": {"table": table, "from": "2024-03-01T00:00:00Z", "to": "2024-03-02T00:00:00Z"},
+            }
+            created = control_plane.request("POST", backfill_path(namespace), backfill)
+            assert created.status == 201, created.text[:300]
+
+            def refused() -> bool:
+                operator.alive()
+                got = get_json(control_plane, backfill_path(namespace, "refused")).get("status") or {}
+                return got.get("phase") == "Failed"
+
+            wait_until(refused, 30, lambda: f"the backfill refused; log:\n{operator.tail()}")
             assert http_status(operator.health_url) == 200
         finally:
             operator.stop()
@@ -668,6 +695,9 @@ def test_operator_service_account_can_do_nothing_else(
     allowed = [
         ("list", "offloadtables.offload.k2.io", *n),
         ("patch", "offloadtables.offload.k2.io/status", *n),
+        ("get", "offloadtables.offload.k2.io", *n),
+        ("watch", "offloadbackfills.offload.k2.io", *n),
+        ("patch", "offloadbackfills.offload.k2.io/status", *n),
         ("create", "sparkapplications.sparkoperator.k8s.io", *n),
         ("get", "secrets/clickhouse-offload", *n),
         ("get", "configmaps/iceberg-catalog", *n),
@@ -684,6 +714,8 @@ def test_operator_service_account_can_do_nothing_else(
         ("get", "pods", *n),
         ("delete", "offloadtables.offload.k2.io", *n),
         ("create", "offloadtables.offload.k2.io", *n),
+        ("create", "offloadbackfills.offload.k2.io", *n),
+        ("delete", "offloadbackfills.offload.k2.io", *n),
         ("update", "offloadtables.offload.k2.io", *n),
         ("update", "sparkapplications.sparkoperator.k8s.io", *n),
         ("patch", "sparkapplications.sparkoperator.k8s.io/status", *n),

@@ -44,6 +44,11 @@ OPERATOR_RULES = {
     ("offload.k2.io", "offloadtables", "watch"),  # kopf's watch of the timer's resource
     ("offload.k2.io", "offloadtables", "patch"),  # kopf: its annotations and finalizer
     ("offload.k2.io", "offloadtables/status", "patch"),  # handlers.patch_status via kopf
+    ("offload.k2.io", "offloadtables", "get"),  # kube.get_table: a backfill's table
+    ("offload.k2.io", "offloadbackfills", "list"),  # kopf's watch of the backfills' timer
+    ("offload.k2.io", "offloadbackfills", "watch"),
+    ("offload.k2.io", "offloadbackfills", "patch"),  # kopf: its annotations
+    ("offload.k2.io", "offloadbackfills/status", "patch"),  # handlers.reconcile_offloadbackfill
     ("sparkoperator.k8s.io", "sparkapplications", "list"),  # kube.list_runs
     ("sparkoperator.k8s.io", "sparkapplications", "create"),  # kube.create_run
     ("sparkoperator.k8s.io", "sparkapplications", "delete"),  # kube.delete_run (deadline, Replace, history)
@@ -175,7 +180,12 @@ def test_crds_are_identical_to_the_top_level_crds() -> None:
     names = {
         doc["metadata"]["name"] for p in (CHART / "crds").glob("*.yaml") for doc in yaml.safe_load_all(p.read_text())
     }
-    assert names == {"offloadtables.offload.k2.io", "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev"}
+    assert names == {
+        "offloadtables.offload.k2.io",
+        "offloadbackfills.offload.k2.io",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
 
 
 # -- the schema ----------------------------------------------------------------------------------

@@ -100,20 +100,23 @@ Image references: repository:tag, the tag defaulting to the chart's appVersion.
 {{/*
 The operator's RBAC rules, shared by the namespaced Role and the ClusterRole. Exactly the calls
 the operator makes (tests/e2e/test_chart.py records them against a real API server):
-  kopf:      offloadtables list/watch (the timer's watch), patch (its annotations/finalizer),
-             offloadtables/status patch (status writes), events create (kopf.event),
+  kopf:      offloadtables and offloadbackfills list/watch (the timers' watches), patch (their
+             annotations/finalizer), their /status patch (status writes), events create (kopf.event),
              kopfpeerings list/watch/patch (peering only; cluster-wide: clusterkopfpeerings).
   kube.py:   sparkapplications list/create/delete (list_runs, create_run, delete_run),
-             offloadtables list (list_tables, upstream watermarks), configmaps get (catalog),
+             offloadtables get (get_table: a backfill's table), configmaps get (catalog),
              secrets get (passwords; resourceNames when rbac.secretNames is set),
              pods/log get (log_tail: the failed driver's error line).
 */}}
 {{- define "iceberg-offload.rules" -}}
 - apiGroups: ["offload.k2.io"]
   resources: ["offloadtables"]
+  verbs: ["get", "list", "watch", "patch"]
+- apiGroups: ["offload.k2.io"]
+  resources: ["offloadbackfills"]
   verbs: ["list", "watch", "patch"]
 - apiGroups: ["offload.k2.io"]
-  resources: ["offloadtables/status"]
+  resources: ["offloadtables/status", "offloadbackfills/status"]
   verbs: ["patch"]
 - apiGroups: ["sparkoperator.k8s.io"]
   resources: ["sparkapplications"]

@@ -32,6 +32,7 @@ from iceberg_offload.operator.record import (
 from iceberg_offload.operator.runs import (
     ANNOTATION_WINDOW_TO,
     LABEL_ATTEMPT,
+    LABEL_BACKFILL_OF,
     LABEL_GENERATION,
     LABEL_SLOT,
     LABEL_TABLE,
@@ -62,6 +63,7 @@ from iceberg_offload.operator.upstream import (
 __all__ = [
     "ANNOTATION_WINDOW_TO",
     "LABEL_ATTEMPT",
+    "LABEL_BACKFILL_OF",
     "LABEL_GENERATION",
     "LABEL_SLOT",
     "LABEL_TABLE",
@@ -98,6 +100,7 @@ class Observed:
     dependency_cycle: str | None = None
     trigger: str | None = None
     readback: Readback | None = None
+    backfills_active: Sequence[str] = ()  # the table's OffloadBackfills' SparkApplications in flight
 
 
 @dataclass
@@ -249,6 +252,9 @@ def _start_due(
         # Already submitted (a restart between creating it and writing the status): follow it.
         tick.status = _mark_handled(tick.status, gated, observed, spec, now)
         return blocked, running_message
+    if observed.backfills_active:
+        # The backfill holds the table (OffloadBackfill): the run starts once it is done.
+        return blocked, f"{running_message}; the next run waits for backfill {observed.backfills_active[0]}"
     if current is not None:
         if spec.concurrency_policy == "Forbid" or gated.kind == "retry":
             return blocked, f"{running_message}; the next run waits for it (concurrencyPolicy Forbid)"

@@ -14,6 +14,9 @@ import kopf
 
 from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import SpecError
+from iceberg_offload.operator.backfill import PLURAL as BACKFILL_PLURAL
+from iceberg_offload.operator.backfill_controller import BackfillController, TableLocks
+from iceberg_offload.operator.backfill_status import BackfillStatus, backfill_status_patch
 from iceberg_offload.operator.kube import Kube, KubeError, api_client
 from iceberg_offload.operator.metrics import OffloadMetrics, serve
 from iceberg_offload.operator.observe import index_entry
@@ -23,6 +26,7 @@ from iceberg_offload.operator.status import OffloadTableStatus, status_patch
 
 SETTINGS = Settings.from_env()
 METRICS = OffloadMetrics()
+LOCKS = TableLocks()  # a table's reconcile and its backfills' take turns
 
 
 @kopf.on.startup()
@@ -41,6 +45,7 @@ def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> Non
     # A timer tick is routine: log handler outcomes only when they are not.
     logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     memo.controller = Controller(SETTINGS, Kube(api_client()))
+    memo.backfills = BackfillController(memo.controller)
     if SETTINGS.metrics_port:
         serve(METRICS, SETTINGS.metrics_address, SETTINGS.metrics_port)
 
@@ -67,9 +72,10 @@ def reconcile_offloadtable(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, 
     entries = tuple(index.get(meta["namespace"], ()))
     tables = {entry["metadata"]["name"]: entry for entry in entries}
     try:
-        decision = memo.controller.reconcile(
-            body=body, tables=tables, now=datetime.now(UTC), emit=emit, patch_status=patch_status
-        )
+        with LOCKS.hold(meta["namespace"], meta["name"]):
+            decision = memo.controller.reconcile(
+                body=body, tables=tables, now=datetime.now(UTC), emit=emit, patch_status=patch_status
+            )
     except (RetryLater, KubeError) as exc:
         METRICS.reconcile_errors.inc()
         raise kopf.TemporaryError(str(exc), delay=SETTINGS.reconcile_seconds) from exc
@@ -82,6 +88,28 @@ def reconcile_offloadtable(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 def forget_offloadtable(meta: kopf.Meta, **_: Any) -> None:
     METRICS.forget(str(meta["namespace"]), str(meta["name"]))
+
+
+def _unfinished(status: kopf.Status, **_: Any) -> bool:
+    return not BackfillStatus.from_dict(status).phase.terminal
+
+
+@kopf.timer(GROUP, VERSION, BACKFILL_PLURAL, interval=SETTINGS.reconcile_seconds, sharp=False, when=_unfinished)
+def reconcile_offloadbackfill(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
+    """Until it succeeded or failed; a finished backfill is left alone (its status is final)."""
+
+    def emit(type_: str, reason: str, message: str) -> None:
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+    def patch_status(status: BackfillStatus) -> None:
+        patch.status.update(backfill_status_patch(body.get("status") or {}, status))
+
+    table = str((body.get("spec") or {}).get("table") or "")
+    try:
+        with LOCKS.hold(body["metadata"]["namespace"], table):
+            memo.backfills.reconcile(body=body, now=datetime.now(UTC), emit=emit, patch_status=patch_status)
+    except KubeError as exc:
+        raise kopf.TemporaryError(str(exc), delay=SETTINGS.reconcile_seconds) from exc
 
 
 def _candle_seconds(body: kopf.Body) -> float:

@@ -11,7 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from iceberg_offload.operator.decide import LABEL_TABLE, table_label
 from iceberg_offload.operator.manifests import SPARK_GROUP, SPARK_PLURAL, SPARK_VERSION
-from iceberg_offload.operator.spec import SecretRef
+from iceberg_offload.operator.spec import GROUP, PLURAL, VERSION, SecretRef
 
 log = logging.getLogger("iceberg_offload.operator.kube")
 
@@ -39,6 +39,16 @@ class Kube:
             SPARK_GROUP, SPARK_VERSION, namespace, SPARK_PLURAL, label_selector=f"{LABEL_TABLE}={table_label(table)}"
         )
         return list(result.get("items", []))
+
+    def get_table(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """An OffloadTable (a backfill's), or None if there is none of that name."""
+        try:
+            result: Any = self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"cannot read OffloadTable {namespace}/{name}: {exc.reason}") from exc
+        return dict(result)
 
     def create_run(self, manifest: dict[str, Any]) -> bool:
         """Create a SparkApplication; False if one of that name already exists."""

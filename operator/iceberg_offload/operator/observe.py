@@ -20,6 +20,7 @@ from iceberg_offload.core.watermark import parse_timestamp
 from iceberg_offload.operator.decide import (
     ANNOTATION_WINDOW_TO,
     LABEL_ATTEMPT,
+    LABEL_BACKFILL_OF,
     LABEL_GENERATION,
     LABEL_SLOT,
     TRIGGER_ANNOTATION,
@@ -159,7 +160,10 @@ def observe(reading: Reading) -> Observed:
             catalog_settings(reading.catalog)
         except SpecError as exc:
             spec, spec_error = None, str(exc)
-    runs = [observed_run(item, reading.now) for item in reading.runs]
+    # A backfill's SparkApplication is not one of the table's runs (it is the OffloadBackfill's
+    # to follow and record); it only holds the table's next run back while it is in flight.
+    backfills = [observed_run(item, reading.now) for item in reading.runs if _backfill(item)]
+    runs = [observed_run(item, reading.now) for item in reading.runs if not _backfill(item)]
     details = reading.failure_details
     return Observed(
         name=name,
@@ -174,4 +178,9 @@ def observe(reading: Reading) -> Observed:
         dependency_cycle=_dependency_cycle(name, reading.body, reading.tables),
         trigger=(meta.get("annotations") or {}).get(TRIGGER_ANNOTATION),
         readback=reading.readback,
+        backfills_active=tuple(sorted(run.name for run in backfills if not run.finished)),
     )
+
+
+def _backfill(item: Mapping[str, Any]) -> bool:
+    return LABEL_BACKFILL_OF in ((item.get("metadata") or {}).get("labels") or {})

@@ -103,6 +103,10 @@ class Controller:
                 log.info("%s/%s: no watermark yet: %s", namespace, spec.name, exc)
         return reading
 
+    def iceberg_catalog(self, catalog: CatalogSettings) -> Any:
+        """The pyiceberg catalog, opened once per process (the OffloadBackfills' controller too)."""
+        return self._catalog(catalog)
+
     def _catalog(self, catalog: CatalogSettings) -> Any:
         key = (catalog.name, catalog.type, catalog.uri, catalog.warehouse, catalog.user, catalog.password)
         with self._lock:  # reconciles run in parallel threads; open each catalog once

@@ -22,6 +22,10 @@ LABEL_SLOT = "offload.k2.io/slot"
 LABEL_ATTEMPT = "offload.k2.io/attempt"
 LABEL_GENERATION = "offload.k2.io/generation"
 ANNOTATION_WINDOW_TO = "offload.k2.io/window-to"
+# A backfill's SparkApplication carries its table's label too (`kubectl get sparkapplications -l
+# offload.k2.io/table=...` lists them all), and these: the table's reconciler leaves it alone.
+LABEL_BACKFILL_OF = "offload.k2.io/backfill-of"
+LABEL_BACKFILL = "offload.k2.io/backfill"
 
 
 @dataclass(frozen=True)
