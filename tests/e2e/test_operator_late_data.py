@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import pyarrow.compute as pc
@@ -48,13 +49,12 @@ class World:
         """A manual run; the name of its SparkApplication once it exists."""
         self.runs += 1
         self.s.annotate(TABLE, TRIGGER, f"run-{self.runs}")
-        apps = self.s.wait(
-            lambda: (apps := self.s.apps(TABLE)) and len(apps) == self.runs and apps,
-            timeout=30,
-            what=f"the SparkApplication of run {self.runs}",
-            table=TABLE,
-        )
-        return str(apps[-1]["metadata"]["name"])
+
+        def created() -> str | None:
+            apps = self.s.apps(TABLE)
+            return str(apps[-1]["metadata"]["name"]) if len(apps) == self.runs else None
+
+        return self.s.wait(created, timeout=30, what=f"the SparkApplication of run {self.runs}", table=TABLE)
 
     def recorded(self, run: str) -> dict[str, Any]:
         """The status once ``run`` is recorded as the last run; the run must have succeeded."""
@@ -105,6 +105,10 @@ def insert_late_rows(s: Scenario, watermark: datetime) -> set[int]:
     return set(late.column("sequence").to_pylist())
 
 
+def in_sync_of(s: Scenario) -> dict[str, Any]:
+    return condition(s.table(TABLE), "InSync")
+
+
 def reasons(s: Scenario) -> set[str]:
     return {e.get("reason", "") for e in s.events(TABLE)}
 
@@ -114,8 +118,7 @@ def test_late_rows_are_repaired_in_mode_repair_and_reported_in_mode_report(
 ) -> None:
     worlds = [started(scenario, "repair"), started(scenario, "report")]
     for w in worlds:
-        w.s.wait(lambda w=w: condition(w.s.table(TABLE), "Ready"), timeout=30, what="a first status", table=TABLE)
-        in_sync = condition(w.s.table(TABLE), "InSync")
+        in_sync = w.s.wait(partial(in_sync_of, w.s), timeout=30, what="a first status", table=TABLE)
         assert (in_sync["status"], in_sync["reason"]) == ("Unknown", "NotAudited"), in_sync
 
     # The first run offloads everything; there is no watermark before it, so nothing to audit.

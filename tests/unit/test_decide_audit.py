@@ -175,7 +175,9 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES)
 def test_a_recorded_run_sets_the_audit_and_in_sync(case: Case) -> None:
-    status = running_status(R1, **({"audit": case.previous} if case.previous else {}))
+    status = running_status(R1)
+    if case.previous is not None:
+        status["audit"] = case.previous
     decision = decide(observe(at(12, 21), status=status, runs=case.runs, readback=case.readback))
     written = body(decision).get("audit")
     if case.audit is None:

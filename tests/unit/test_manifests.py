@@ -336,7 +336,7 @@ def test_arguments_round_trip(fields: dict[str, Any]) -> None:
     ],
 )
 def test_every_run_audits_its_lookback_as_the_spec_says(late_data: dict[str, Any] | None, expected: list[str]) -> None:
-    spec = make_spec(**({} if late_data is None else {"lateData": late_data}))
+    spec = make_spec() if late_data is None else make_spec(lateData=late_data)
     args = job_arguments(spec, PLAN, CATALOG, UPSTREAM_TARGETS)
     at = args.index("--late-data")
     assert args[at : at + 6] == expected
