@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from functools import partial
 from typing import Any
 
+import pyarrow as pa
 import pyarrow.compute as pc
 from iceberg_offload.core.watermark import parse_timestamp
 from iceberg_offload.local.generator import binance_trades
@@ -67,9 +68,14 @@ class World:
         assert status["lastRun"]["outcome"] in ("Succeeded", "Skipped"), self.s.diagnostics(TABLE)
         return dict(status)
 
-    def sequences_in_iceberg(self) -> set[int]:
+    def sequences_in_iceberg(self, before: datetime | None = None) -> set[int]:
+        """The sequences of the Iceberg table's rows (those before ``before``)."""
         table = self.s.standin.iceberg_table(self.iceberg_namespace, SOURCE)
-        return set(table.scan(selected_fields=("sequence",)).to_arrow().column("sequence").to_pylist())
+        rows = table.scan(selected_fields=("exchange_timestamp", "sequence")).to_arrow()
+        if before is not None:
+            column = rows.column("exchange_timestamp")
+            rows = rows.filter(pc.less(column, pa.scalar(before, type=column.type)))
+        return set(rows.column("sequence").to_pylist())
 
 
 def started(make: Callable[..., Scenario], mode: str) -> World:
@@ -117,6 +123,7 @@ def test_late_rows_are_repaired_in_mode_repair_and_reported_in_mode_report(
     scenario: Callable[..., Scenario],
 ) -> None:
     worlds = [started(scenario, "repair"), started(scenario, "report")]
+    repair, report = worlds
     for w in worlds:
         in_sync = w.s.wait(partial(in_sync_of, w.s), timeout=30, what="a first status", table=TABLE)
         assert (in_sync["status"], in_sync["reason"]) == ("Unknown", "NotAudited"), in_sync
@@ -131,13 +138,13 @@ def test_late_rows_are_repaired_in_mode_repair_and_reported_in_mode_report(
 
     # Late rows behind each watermark; and rows after it, so that the next run commits a window.
     late = {w.mode: insert_late_rows(w.s, watermarks[w.mode]) for w in worlds}
+    audited_before = report.sequences_in_iceberg(watermarks["report"])
     for w in worlds:
         assert not late[w.mode] & w.sequences_in_iceberg()
         feed_trades(w.s.clickhouse(), watermarks[w.mode], utc_now())
     time.sleep(max(0.0, (max(watermarks.values()) + timedelta(seconds=25) - utc_now()).total_seconds()))
     second = {w.mode: w.trigger() for w in worlds}
 
-    repair, report = worlds
     status = repair.recorded(second["repair"])
     audit = status["audit"]
     count = len(late["repair"])
@@ -161,7 +168,8 @@ def test_late_rows_are_repaired_in_mode_repair_and_reported_in_mode_report(
     in_sync = condition(report.s.table(TABLE), "InSync")
     assert (in_sync["status"], in_sync["reason"]) == ("False", "BucketsDiffer"), in_sync
     assert f"({count} rows missing, 0 extra)" in in_sync["message"] and "not repaired" in in_sync["message"]
-    assert not late["report"] & report.sequences_in_iceberg(), "mode report changed the audited range"
+    assert not late["report"] & report.sequences_in_iceberg(), "mode report brought late rows in"
+    assert report.sequences_in_iceberg(watermarks["report"]) == audited_before, "mode report changed the range"
     assert "OutOfSync" in reasons(report.s) and "LateDataRepaired" not in reasons(report.s)
 
     # kubectl get -o wide shows the InSync condition.
