@@ -486,7 +486,12 @@ def alert_rules(helm: Path, tmp_path: Path) -> dict[str, dict[str, Any]]:
 
 def test_prometheus_rule_has_the_runbook_thresholds(helm: Path, tmp_path: Path) -> None:
     rules = alert_rules(helm, tmp_path)
-    assert set(rules) == {"IcebergOffloadFailing", "IcebergOffloadLagging", "IcebergOffloadRowsDecreasing"}
+    assert set(rules) == {
+        "IcebergOffloadFailing",
+        "IcebergOffloadLagging",
+        "IcebergOffloadRowsDecreasing",
+        "IcebergOffloadOutOfSync",
+    }
     failing, lagging, decreasing = (
         rules["IcebergOffloadFailing"],
         rules["IcebergOffloadLagging"],
@@ -503,10 +508,15 @@ def test_prometheus_rule_has_the_runbook_thresholds(helm: Path, tmp_path: Path) 
         "max by (namespace, table) (iceberg_offload_iceberg_rows) < "
         "max by (namespace, table) (max_over_time(iceberg_offload_iceberg_rows[1h]))"
     )
+    # The cold tier stays equal to ClickHouse: buckets the last audit left differing, for 30 minutes.
+    out_of_sync = rules["IcebergOffloadOutOfSync"]
+    assert out_of_sync["expr"] == "max by (namespace, table) (iceberg_offload_audit_buckets_differing) > 0"
+    assert out_of_sync["for"] == "30m"
     expected = {
         "IcebergOffloadFailing": ("critical", "#offload-failure-critical"),
         "IcebergOffloadLagging": ("warning", "#offload-lag-warning"),
         "IcebergOffloadRowsDecreasing": ("critical", "#data-loss-critical"),
+        "IcebergOffloadOutOfSync": ("warning", "#late-data-warning"),
     }
     for name, (severity, anchor) in expected.items():
         rule = rules[name]
@@ -626,6 +636,24 @@ def test_alerts_fire_and_stay_quiet_under_promtool(helm: Path, tmp_path: Path) -
                     "eval_time": "6m",
                     "alertname": "IcebergOffloadRowsDecreasing",
                     "exp_alerts": [alert("IcebergOffloadRowsDecreasing", "bronze-trades-kraken", "250")],
+                },
+            ],
+        },
+        {
+            # Differing buckets: a table in mode report keeps 2 from minute 1 (fires after `for: 30m`);
+            # one repaired by its next run (2 for 15 minutes, then 0) never fires; an equal one neither.
+            "interval": "1m",
+            "input_series": [
+                series("iceberg_offload_audit_buckets_differing", "bronze-trades-kraken", "0 2x40"),
+                series("iceberg_offload_audit_buckets_differing", "bronze-trades-binance", "2x15 0x25"),
+                series("iceberg_offload_audit_buckets_differing", "silver-trades", "0x40"),
+            ],
+            "alert_rule_test": [
+                {"eval_time": "30m", "alertname": "IcebergOffloadOutOfSync", "exp_alerts": []},  # pending
+                {
+                    "eval_time": "31m",
+                    "alertname": "IcebergOffloadOutOfSync",
+                    "exp_alerts": [alert("IcebergOffloadOutOfSync", "bronze-trades-kraken", "2")],
                 },
             ],
         },

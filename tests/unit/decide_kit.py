@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from hypothesis import HealthCheck, settings
+from iceberg_offload.core.repair import AuditRecord
 from iceberg_offload.core.watermark import Watermark, format_timestamp
 from iceberg_offload.operator.decide import (
     Decision,
@@ -211,6 +212,7 @@ class Cluster:
     trigger: str | None = None
     upstream: dict[str, Upstream] = field(default_factory=dict)
     rows: int | None = 10  # rows_added the Iceberg readback reports for a COMPLETED run
+    audits: dict[str, AuditRecord] = field(default_factory=dict)  # run -> the audit its commits recorded
 
     def observe(self, now: datetime) -> Observed:
         observed = Observed(
@@ -226,7 +228,7 @@ class Cluster:
         )
         done = run_to_record(observed)
         if done is not None and done.succeeded:  # the controller reads Iceberg back for a success
-            readback = Readback(Watermark(done.window_to), self.rows, 100)
+            readback = Readback(Watermark(done.window_to), self.rows, 100, self.audits.get(done.name))
             observed = replace(observed, readback=readback)
         return observed
 

@@ -310,6 +310,39 @@ def test_arguments_round_trip(fields: dict[str, Any]) -> None:
     assert request.requested_to == PLAN.window_to
 
 
+@pytest.mark.parametrize(
+    ("late_data", "expected"),
+    [
+        pytest.param(
+            None,
+            ["--late-data", "repair", "--lookback-seconds", "86400", "--audit-bucket-seconds", "3600"],
+            id="default-repair",
+        ),
+        pytest.param(
+            {"mode": "report"},
+            ["--late-data", "report", "--lookback-seconds", "86400", "--audit-bucket-seconds", "3600"],
+            id="report",
+        ),
+        pytest.param(
+            {"mode": "repair", "lookback": "7d", "bucket": "15m"},
+            ["--late-data", "repair", "--lookback-seconds", "604800", "--audit-bucket-seconds", "900"],
+            id="week-in-quarter-hours",
+        ),
+        pytest.param(
+            {"lookback": "90s", "bucket": "90s"},
+            ["--late-data", "repair", "--lookback-seconds", "90", "--audit-bucket-seconds", "90"],
+            id="one-bucket",
+        ),
+    ],
+)
+def test_every_run_audits_its_lookback_as_the_spec_says(late_data: dict[str, Any] | None, expected: list[str]) -> None:
+    spec = make_spec() if late_data is None else make_spec(lateData=late_data)
+    args = job_arguments(spec, PLAN, CATALOG, UPSTREAM_TARGETS)
+    at = args.index("--late-data")
+    assert args[at : at + 6] == expected
+    assert parsed_request(args).late_data == spec.late_data  # read back by the job's own parser
+
+
 def test_manual_run_window_keeps_its_microseconds() -> None:
     window_to = datetime(2024, 3, 1, 12, 4, 59, 123456, tzinfo=UTC)
     plan = RunPlan(run_name("silver-trades", manual_slot_id("now"), 1), manual_slot_id("now"), 1, 1, window_to)

@@ -9,17 +9,19 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from iceberg_offload.core.result import OffloadResult, RunOutcome
-from iceberg_offload.core.settings import Settings
+from iceberg_offload.adapters import iceberg_io
+from iceberg_offload.core.repair import AuditRecord, LateDataMode
+from iceberg_offload.core.result import OffloadResult, ResultError, RunOutcome
+from iceberg_offload.core.settings import CatalogSettings, Settings
 from iceberg_offload.operator.decide import Decision, Readback
 from iceberg_offload.operator.kube import Kube, KubeError
 from iceberg_offload.operator.observe import index_entry
 from iceberg_offload.operator.reconciler import Controller, RetryLater
-from iceberg_offload.operator.spec import SecretRef
+from iceberg_offload.operator.spec import SecretRef, parse_spec
 
 NAMESPACE = "market-data"
 NOW = datetime(2024, 3, 1, 12, 20, tzinfo=UTC)
@@ -229,3 +231,57 @@ def test_a_succeeded_run_is_recorded_with_its_readback() -> None:
     (finished,) = decision.finished
     assert (finished.outcome, finished.rows) == (RunOutcome.SUCCEEDED, 42)
     assert tick.statuses[0]["lastRun"]["rows"] == 42
+
+
+# --- the readback of a run's late-data audit ---------------------------------------------------
+
+AUDIT = AuditRecord(LateDataMode.REPORT, NOW - timedelta(hours=1), NOW - timedelta(minutes=5), NOW, 2, 1, 7, 0)
+
+
+@pytest.mark.parametrize(
+    ("recorded", "expected"),
+    [
+        pytest.param(AUDIT, AUDIT, id="recorded"),
+        pytest.param(None, None, id="none-recorded"),
+        pytest.param(ResultError("snapshot summary has an unreadable audit: 'x'"), None, id="unreadable"),
+    ],
+)
+def test_the_readback_of_a_run_carries_its_audit(
+    monkeypatch: pytest.MonkeyPatch, recorded: AuditRecord | Exception | None, expected: AuditRecord | None
+) -> None:
+    asked: list[str] = []
+
+    def audit_of_run(table: Any, run: str) -> AuditRecord | None:
+        asked.append(run)
+        if isinstance(recorded, Exception):
+            raise recorded
+        return recorded
+
+    monkeypatch.setattr(iceberg_io, "open_catalog", lambda catalog: object())
+    monkeypatch.setattr(iceberg_io, "load_table", lambda catalog, identifier: object())
+    monkeypatch.setattr(iceberg_io, "commit_of_run", lambda table, run: None)
+    monkeypatch.setattr(iceberg_io, "committed_watermark", lambda table: None)
+    monkeypatch.setattr(iceberg_io, "row_count", lambda table: 5)
+    monkeypatch.setattr(iceberg_io, "audit_of_run", audit_of_run)
+    controller = Controller(Settings(mirror=False), cast(Kube, FakeKube()))
+    spec = parse_spec("silver-trades", SPEC)
+    catalog = CatalogSettings(name="lake", uri="jdbc:postgresql://pg:5432/iceberg")
+    assert controller.readback(catalog, spec, "silver-trades-mabc-1") == Readback(None, None, 5, expected)
+    assert asked == ["silver-trades-mabc-1"]
+    assert controller.readback(catalog, spec, None).audit is None  # no run: no audit asked for
+    assert asked == ["silver-trades-mabc-1"]
+
+
+def test_a_recorded_audit_reaches_the_status_and_the_events() -> None:
+    run = failed_run()
+    run["status"]["applicationState"] = {"state": "COMPLETED"}
+    tick = Tick(FakeKube(runs=[run]))
+    tick.readback = Readback(None, 42, 42, AUDIT)
+    tick.run(table(status={"lastTrigger": "now"}), index(table(), BRONZE))
+    audit = tick.statuses[0]["audit"]
+    assert (audit["mode"], audit["bucketsDiffering"], audit["rowsMissing"]) == ("report", 1, 7)
+    in_sync = next(c for c in tick.statuses[0]["conditions"] if c["type"] == "InSync")
+    assert (in_sync["status"], in_sync["reason"]) == ("False", "BucketsDiffer")
+    warnings = [message for type_, reason, message in tick.events if reason == "OutOfSync"]
+    assert warnings == ["silver-trades-mabc-1: " + in_sync["message"]]
+    assert tick.events[-1][0] == "Warning"

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from iceberg_offload.core.repair import LateDataMode, LateDataPolicy
 from iceberg_offload.core.tables import SourceSpec, SpecError, TableSpec, TargetSpec
 from iceberg_offload.operator.spec import (
     Connection,
@@ -74,6 +75,7 @@ FULL: dict[str, Any] = {
     },
     "successfulRunHistoryLimit": 1,
     "failedRunHistoryLimit": 0,
+    "lateData": {"mode": "report", "lookback": "6h", "bucket": "15m"},
 }
 
 
@@ -116,6 +118,7 @@ DEFAULTS = [
     ("spark", SparkSpec()),
     ("successful_history", 3),
     ("failed_history", 3),
+    ("late_data", LateDataPolicy(LateDataMode.REPAIR, timedelta(hours=24), timedelta(hours=1))),
 ]
 
 
@@ -171,7 +174,11 @@ SPEC_ATTRIBUTE: dict[str, Callable[[OffloadTableSpec], Any]] = {
     "spark.executor.memory": lambda s: s.spark.executor_memory,
     "successfulRunHistoryLimit": lambda s: s.successful_history,
     "failedRunHistoryLimit": lambda s: s.failed_history,
+    "lateData.mode": lambda s: s.late_data.mode.value,
+    "lateData.lookback": lambda s: s.late_data.lookback,
+    "lateData.bucket": lambda s: s.late_data.bucket,
 }
+DURATIONS = {"safetyBuffer", "lateData.lookback", "lateData.bucket"}
 
 
 def test_parse_spec_defaults_match_the_crd() -> None:
@@ -180,7 +187,7 @@ def test_parse_spec_defaults_match_the_crd() -> None:
     assert set(defaults) == set(SPEC_ATTRIBUTE)
     parsed = parse_spec("t", MINIMAL)
     for path, default in defaults.items():
-        expected = parse_duration(default, path) if path == "safetyBuffer" else default
+        expected = parse_duration(default, path) if path in DURATIONS else default
         assert SPEC_ATTRIBUTE[path](parsed) == expected, path
         defaulted = parse_spec("t", with_(path, default))
         assert defaulted == parsed, path
@@ -221,6 +228,7 @@ def test_full_spec() -> None:
         ),
         successful_history=1,
         failed_history=0,
+        late_data=LateDataPolicy(LateDataMode.REPORT, timedelta(hours=6), timedelta(minutes=15)),
     )
 
 
@@ -251,6 +259,68 @@ def test_table_spec_is_the_jobs_view() -> None:
 )
 def test_edge_values(path: str, value: Any, attribute: str, expected: Any) -> None:
     assert getattr(parse_spec("t", with_(path, value)), attribute) == expected
+
+
+# --- lateData ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("late_data", "expected"),
+    [
+        pytest.param(None, LateDataPolicy(), id="null"),
+        pytest.param({}, LateDataPolicy(), id="empty"),
+        pytest.param({"mode": "report"}, LateDataPolicy(mode=LateDataMode.REPORT), id="report"),
+        pytest.param(
+            {"lookback": "2d", "bucket": "30m"},
+            LateDataPolicy(lookback=timedelta(days=2), bucket=timedelta(minutes=30)),
+            id="long-lookback-small-buckets",
+        ),
+        pytest.param(
+            {"lookback": "1h", "bucket": "1h"},
+            LateDataPolicy(lookback=timedelta(hours=1), bucket=timedelta(hours=1)),
+            id="one-bucket",
+        ),
+        pytest.param(
+            {"lookback": "90m", "bucket": "1h"},
+            LateDataPolicy(lookback=timedelta(minutes=90), bucket=timedelta(hours=1)),
+            id="bucket-need-not-divide-the-lookback",
+        ),
+    ],
+)
+def test_late_data(late_data: Any, expected: LateDataPolicy) -> None:
+    assert parse_spec("t", with_("lateData", late_data)).late_data == expected
+
+
+@pytest.mark.parametrize(
+    ("late_data", "field", "shown"),
+    [
+        pytest.param({"mode": "fix"}, "spec.lateData.mode", "'fix'", id="mode-unknown"),
+        pytest.param({"mode": "Repair"}, "spec.lateData.mode", "'Repair'", id="mode-case"),
+        pytest.param({"lookback": "0h"}, "spec.lateData.lookback", "'0h'", id="lookback-zero"),
+        pytest.param({"lookback": "1 day"}, "spec.lateData.lookback", "'1 day'", id="lookback-not-duration"),
+        pytest.param({"bucket": "0s"}, "spec.lateData.bucket", "'0s'", id="bucket-zero"),
+        pytest.param({"bucket": "1w"}, "spec.lateData.bucket", "'1w'", id="bucket-unit"),
+        pytest.param({"lookback": "1h", "bucket": "2h"}, "spec.lateData.bucket", "'2h'", id="bucket-over-lookback"),
+        pytest.param({"bucket": "25h"}, "spec.lateData.bucket", "'25h'", id="bucket-over-default-lookback"),
+    ],
+)
+def test_late_data_error_is_one_line_naming_the_field(late_data: dict[str, Any], field: str, shown: str) -> None:
+    with pytest.raises(SpecError) as info:
+        parse_spec("t", with_("lateData", late_data))
+    message = str(info.value)
+    assert message.startswith(f"{field}: ") and shown in message and "\n" not in message
+
+
+@PROPERTY
+@given(lookback=st.integers(1, 10**6), bucket=st.integers(1, 10**6))
+def test_late_data_bucket_is_accepted_exactly_when_within_the_lookback(lookback: int, bucket: int) -> None:
+    spec = with_("lateData", {"lookback": f"{lookback}s", "bucket": f"{bucket}s"})
+    if bucket <= lookback:
+        policy = parse_spec("t", spec).late_data
+        assert (policy.lookback, policy.bucket) == (timedelta(seconds=lookback), timedelta(seconds=bucket))
+    else:
+        with pytest.raises(SpecError, match=r"^spec\.lateData\.bucket: "):
+            parse_spec("t", spec)
 
 
 # --- errors: each names the field ------------------------------------------------------------------

@@ -12,6 +12,7 @@ import yaml
 from decide_kit import SLOT1, Cluster, at, make_spec, upstream_at
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from iceberg_offload.core.repair import LateDataMode
 from iceberg_offload.core.result import RunOutcome
 from iceberg_offload.core.watermark import Watermark
 from iceberg_offload.operator.conditions import Reason
@@ -20,6 +21,7 @@ from iceberg_offload.operator.status import (
     Condition,
     OffloadTableStatus,
     RunRecord,
+    StatusAudit,
     StatusWatermark,
     masked,
     status_patch,
@@ -82,7 +84,7 @@ records = st.builds(
 condition_list = st.lists(
     st.builds(
         Condition,
-        type=st.sampled_from(["Ready", "Running", "Blocked", "Suspended", "Failing"]),
+        type=st.sampled_from(["Ready", "Running", "Blocked", "Suspended", "Failing", "InSync"]),
         status=st.sampled_from(["True", "False", "Unknown"]),
         reason=st.none() | st.sampled_from(Reason).map(str),
         message=st.none() | texts,
@@ -91,6 +93,20 @@ condition_list = st.lists(
     ),
     max_size=5,
 ).map(tuple)
+audits = st.builds(
+    StatusAudit,
+    mode=st.sampled_from(LateDataMode),
+    last_audit_time=moments,
+    lower=moments,
+    upper=moments,
+    buckets_checked=counts,
+    buckets_differing=counts,
+    rows_missing=counts,
+    rows_extra=counts,
+    buckets_repaired=counts,
+    rows_repaired=counts,
+    late_rows=counts,
+)
 statuses = st.builds(
     OffloadTableStatus,
     observed_generation=st.none() | counts,
@@ -107,6 +123,7 @@ statuses = st.builds(
     active_run=st.none() | records,
     last_run=st.none() | records,
     conditions=condition_list,
+    audit=st.none() | audits,
 )
 
 
@@ -127,9 +144,11 @@ def test_a_full_status_writes_every_field_the_crd_declares() -> None:
     full = OffloadTableStatus(
         1, StatusWatermark(at(12, 10), 2), 5, at(12, 16), 60.0, 0, "e", at(12, 1), SLOT1, at(12, 30), "t", record,
         record, (Condition("Ready", "True", "Succeeded", "m", at(12, 16), 1),),
+        StatusAudit(LateDataMode.REPAIR, at(12, 16), at(11, 0), at(12, 0), 12, 0, 3, 0, 1, 40, 3),
     )  # fmt: skip
     written = full.to_dict()
     assert set(written) == set(STATUS_SCHEMA["properties"])
+    assert set(written["audit"]) == set(STATUS_SCHEMA["properties"]["audit"]["properties"])
     assert set(written["lastRun"]) == set(STATUS_SCHEMA["properties"]["lastRun"]["properties"])
     assert set(written["conditions"][0]) == set(STATUS_SCHEMA["properties"]["conditions"]["items"]["properties"])
     assert undeclared(written, STATUS_SCHEMA) == []

@@ -18,6 +18,7 @@ RUNNING = "Running"
 BLOCKED = "Blocked"
 SUSPENDED = "Suspended"
 FAILING = "Failing"
+IN_SYNC = "InSync"  # the last late-data audit left nothing differing
 
 SUSPENDED_MESSAGE = "spec.suspend is true: no scheduled runs or retries"
 
@@ -39,6 +40,9 @@ class Reason(StrEnum):
     INVALID_SPEC = "InvalidSpec"
     UNKNOWN_UPSTREAM = "UnknownUpstream"
     DEPENDENCY_CYCLE = "DependencyCycle"
+    EQUAL = "Equal"
+    BUCKETS_DIFFER = "BucketsDiffer"
+    NOT_AUDITED = "NotAudited"
 
 
 def _true(type_: str, reason: Reason, message: str) -> Condition:
@@ -96,6 +100,23 @@ def failing(message: str) -> Condition:
 
 def not_failing() -> Condition:
     return _false(FAILING, Reason.NOT_FAILING, "the last run did not exhaust its retries")
+
+
+def in_sync(message: str) -> Condition:
+    return _true(IN_SYNC, Reason.EQUAL, message)
+
+
+def out_of_sync(message: str) -> Condition:
+    return _false(IN_SYNC, Reason.BUCKETS_DIFFER, message)
+
+
+def not_audited() -> Condition:
+    return Condition(
+        IN_SYNC,
+        "Unknown",
+        Reason.NOT_AUDITED.value,
+        "no run has audited the table yet (a run audits once the table has a committed watermark)",
+    )
 
 
 def set_condition(

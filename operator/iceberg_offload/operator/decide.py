@@ -17,6 +17,7 @@ from iceberg_offload.core.result import RunOutcome
 from iceberg_offload.core.schedule import last_slot, next_slot
 from iceberg_offload.core.watermark import format_timestamp, utc
 from iceberg_offload.operator import conditions as cond
+from iceberg_offload.operator.audit import audit_events, in_sync_condition, record_audit
 from iceberg_offload.operator.conditions import Reason, set_condition
 from iceberg_offload.operator.record import (
     Event,
@@ -148,6 +149,8 @@ class _Tick:
         self.status, done = record_finished(self.status, run, readback)
         self.decision.finished.append(done)
         self.event(finished_event(done, self.observed.spec, self.status))
+        self.status = record_audit(self.status, done.audit)
+        self.decision.events += audit_events(done)
 
 
 def decide(observed: Observed) -> Decision:
@@ -159,6 +162,7 @@ def decide(observed: Observed) -> Decision:
 
     # 1. Follow the runs: record every finished one, stop one past its deadline.
     current = _follow_runs(tick)
+    tick.set(in_sync_condition(tick.status.audit))
     running_message = f"{current.name} is {current.state or 'submitted'}" if current else "no run in flight"
 
     # 2. A spec that can never run: say why, launch nothing.

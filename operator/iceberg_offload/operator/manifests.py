@@ -74,6 +74,10 @@ def job_arguments(
         "--to", format_timestamp(plan.window_to),
         "--run-id", plan.name,
         "--no-mirror",
+        # Every run audits its lookback first: the cold tier stays equal to ClickHouse.
+        "--late-data", spec.late_data.mode.value,
+        "--lookback-seconds", str(int(spec.late_data.lookback.total_seconds())),
+        "--audit-bucket-seconds", str(int(spec.late_data.bucket.total_seconds())),
     ]  # fmt: skip
     if table.source.sequence_column:
         args += ["--sequence-column", table.source.sequence_column]

@@ -1,7 +1,8 @@
 """Prometheus metrics of the operator, per OffloadTable and operator-wide.
 
 The runbook's alerts are written against these names (helm chart: PrometheusRule):
-consecutive failures > 3, lag beyond the candle interval > 30 minutes, Iceberg rows decreasing.
+consecutive failures > 3, lag beyond the candle interval > 30 minutes, Iceberg rows decreasing,
+audit buckets still differing from ClickHouse for 30 minutes.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from iceberg_offload.operator.conditions import READY
 from iceberg_offload.operator.decide import Decision
+from iceberg_offload.operator.status import StatusAudit
 
 LABELS = ("namespace", "table")
 
@@ -28,6 +30,7 @@ class _TableState:
     failures: int = 0
     rows: int | None = None
     ready: bool = False
+    audit: StatusAudit | None = None  # the newest late-data audit (status.audit)
 
 
 class OffloadMetrics(Collector):
@@ -54,6 +57,18 @@ class OffloadMetrics(Collector):
             buckets=(5, 15, 30, 60, 120, 300, 600, 900, 1800, 3600),
             registry=self.registry,
         )
+        self.late_rows = Counter(
+            "iceberg_offload_late_rows",
+            "Late rows (missing from Iceberg, behind the watermark) that runs' repairs brought in",
+            LABELS,
+            registry=self.registry,
+        )
+        self.rows_repaired = Counter(
+            "iceberg_offload_rows_repaired",
+            "Rows written by runs' repairs (every row of each replaced audit bucket)",
+            LABELS,
+            registry=self.registry,
+        )
         self.reconcile_errors = Counter(
             "iceberg_offload_reconcile_errors", "Reconciles that failed and will be retried", registry=self.registry
         )
@@ -69,10 +84,14 @@ class OffloadMetrics(Collector):
             state.failures = status.failures
             state.rows = status.row_count
             state.ready = ready is not None and ready.status == "True"
-        for done in decision.finished:
+            state.audit = status.audit
+        for done in decision.finished:  # each run once, in the decision that records it
             self.runs.labels(namespace, table, done.outcome.value).inc()
             self.run_duration.labels(namespace, table).observe(done.duration_seconds)
             self.rows_offloaded.labels(namespace, table).inc(done.rows)
+            if done.audit is not None:
+                self.late_rows.labels(namespace, table).inc(done.audit.late_rows)
+                self.rows_repaired.labels(namespace, table).inc(done.audit.rows_repaired)
 
     def forget(self, namespace: str, table: str) -> None:
         with self._lock:
@@ -96,6 +115,16 @@ class OffloadMetrics(Collector):
         )
         rows = GaugeMetricFamily("iceberg_offload_iceberg_rows", "Rows in the Iceberg table", labels=LABELS)
         ready = GaugeMetricFamily("iceberg_offload_ready", "1 when the Ready condition is True", labels=LABELS)
+        differing = GaugeMetricFamily(
+            "iceberg_offload_audit_buckets_differing",
+            "Audit buckets the last late-data audit left differing from ClickHouse (found minus repaired)",
+            labels=LABELS,
+        )
+        missing = GaugeMetricFamily(
+            "iceberg_offload_audit_rows_missing",
+            "Rows missing from Iceberg that the last late-data audit found and did not repair",
+            labels=LABELS,
+        )
         with self._lock:
             tables = list(self._tables.items())
         for (namespace, table), state in tables:
@@ -108,7 +137,10 @@ class OffloadMetrics(Collector):
             if state.rows is not None:
                 rows.add_metric(key, state.rows)
             ready.add_metric(key, 1.0 if state.ready else 0.0)
-        yield from (watermark, lag, candle, failures, rows, ready)
+            if state.audit is not None:  # none before a table's first audit
+                differing.add_metric(key, state.audit.buckets_differing)
+                missing.add_metric(key, 0 if state.audit.in_sync else state.audit.rows_missing)
+        yield from (watermark, lag, candle, failures, rows, ready, differing, missing)
 
 
 def serve(metrics: OffloadMetrics, address: str, port: int) -> None:

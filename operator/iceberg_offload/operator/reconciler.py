@@ -16,7 +16,8 @@ from typing import Any
 
 from iceberg_offload.adapters import clickhouse_io, iceberg_io
 from iceberg_offload.core.mirror import after_run, scrub
-from iceberg_offload.core.result import OffloadResult, parse_result
+from iceberg_offload.core.repair import AuditRecord
+from iceberg_offload.core.result import OffloadResult, ResultError, parse_result
 from iceberg_offload.core.settings import CatalogSettings, ClickHouseSettings, Settings
 from iceberg_offload.operator.decide import Decision, FinishedRun, Observed, Readback, decide, run_to_record
 from iceberg_offload.operator.kube import Kube, KubeError
@@ -122,9 +123,20 @@ class Controller:
                 iceberg_io.committed_watermark(table),
                 commit.added_records if commit else None,
                 iceberg_io.row_count(table),
+                self._audit(table, spec, run) if run else None,
             )
         except Exception as exc:
             raise RetryLater(f"cannot read Iceberg table {spec.target_namespace}.{spec.target_table}: {exc}") from exc
+
+    @staticmethod
+    def _audit(table: Any, spec: OffloadTableSpec, run: str) -> AuditRecord | None:
+        """The audit the run recorded; an unreadable one is left out (and logged) rather than
+        holding up the record of the run for ever."""
+        try:
+            return iceberg_io.audit_of_run(table, run)
+        except ResultError as exc:
+            log.warning("%s: run %s: %s", spec.name, run, exc)
+            return None
 
     def _failure_detail(self, namespace: str, item: Mapping[str, Any]) -> str | None:
         """The job's own error line from the driver's log, if it can be read."""

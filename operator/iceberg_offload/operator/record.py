@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
+from iceberg_offload.core.repair import AuditRecord
 from iceberg_offload.core.result import RunOutcome
 from iceberg_offload.core.watermark import Watermark
 from iceberg_offload.operator.runs import ObservedRun, RunPlan
@@ -38,15 +39,18 @@ class FinishedRun:
     finished_at: datetime
     watermark: Watermark | None
     error: str = ""
+    audit: AuditRecord | None = None  # the late-data audit the run recorded, if any
 
 
 @dataclass(frozen=True)
 class Readback:
-    """What the Iceberg table says after a run: its watermark, the run's commit, its rows."""
+    """What the Iceberg table says after a run: its watermark, the run's commit, its rows, and
+    the late-data audit the run recorded in its commits."""
 
     watermark: Watermark | None
     rows_added: int | None  # None: the run made no commit (its window was already committed)
     row_count: int
+    audit: AuditRecord | None = None  # None: the run recorded no audit (nothing audited or committed)
 
 
 def run_record(
@@ -97,7 +101,9 @@ def record_finished(
             run, run.created, outcome, rows=rows, completion=finished_at, message=f"watermark {watermark_text(status)}"
         )
         mark = readback.watermark if readback else None
-        return replace(status, last_run=last), FinishedRun(run.name, outcome, rows, duration, finished_at, mark)
+        audit = readback.audit if readback else None
+        done = FinishedRun(run.name, outcome, rows, duration, finished_at, mark, audit=audit)
+        return replace(status, last_run=last), done
     error = run.error or f"SparkApplication {run.name} ended in state {run.state}"
     last = run_record(
         run, run.created, RunOutcome.FAILED, rows=0, completion=finished_at, message=error[:MAX_MESSAGE_CHARS]

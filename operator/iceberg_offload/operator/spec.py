@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from iceberg_offload.core.repair import LateDataMode, LateDataPolicy
 from iceberg_offload.core.schedule import ScheduleError, check_schedule
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec, check_identifier
 
@@ -32,6 +33,7 @@ DEFAULT_MAX_ATTEMPTS = 3
 DEFAULT_RETRY_DELAY_SECONDS = 60
 DEFAULT_RUN_DEADLINE_SECONDS = 3600
 DEFAULT_HISTORY_LIMIT = 3  # successfulRunHistoryLimit and failedRunHistoryLimit
+DEFAULT_LATE_DATA = LateDataPolicy()  # lateData: mode repair, lookback 24h, bucket 1h
 
 
 def parse_duration(text: str, what: str) -> timedelta:
@@ -95,6 +97,7 @@ class OffloadTableSpec:
     spark: SparkSpec = field(default_factory=SparkSpec)
     successful_history: int = DEFAULT_HISTORY_LIMIT
     failed_history: int = DEFAULT_HISTORY_LIMIT
+    late_data: LateDataPolicy = DEFAULT_LATE_DATA
 
     def table_spec(self, catalog: str) -> TableSpec:
         """The offload's own view of this table, given the catalog's name."""
@@ -232,6 +235,23 @@ def _target(spec: Mapping[str, Any]) -> tuple[str, str]:
     return target_namespace, target_table
 
 
+def _late_data(spec: Mapping[str, Any]) -> LateDataPolicy:
+    """spec.lateData: how each run audits (and in mode repair, repairs) the lookback before its
+    table's committed watermark."""
+    mode = str(_get(spec, "lateData.mode", DEFAULT_LATE_DATA.mode.value))
+    if mode not in {m.value for m in LateDataMode}:
+        raise SpecError(f"spec.lateData.mode: {mode!r} is not repair or report")
+    lookback_text = str(_get(spec, "lateData.lookback", "24h"))
+    bucket_text = str(_get(spec, "lateData.bucket", "1h"))
+    lookback = parse_duration(lookback_text, "spec.lateData.lookback")
+    bucket = parse_duration(bucket_text, "spec.lateData.bucket")
+    if lookback <= timedelta(0):
+        raise SpecError(f"spec.lateData.lookback: {lookback_text!r} must be longer than zero")
+    if bucket <= timedelta(0) or bucket > lookback:
+        raise SpecError(f"spec.lateData.bucket: {bucket_text!r} must be longer than zero and at most the lookback")
+    return LateDataPolicy(LateDataMode(mode), lookback, bucket)
+
+
 def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
     """Parse and check an OffloadTable's spec; SpecError names the field at fault."""
     layer = _required(spec, "layer")
@@ -267,6 +287,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
         spark=spark,
         successful_history=_int(spec, "successfulRunHistoryLimit", DEFAULT_HISTORY_LIMIT, 0),
         failed_history=_int(spec, "failedRunHistoryLimit", DEFAULT_HISTORY_LIMIT, 0),
+        late_data=_late_data(spec),
     )
 
 

@@ -15,6 +15,7 @@ from enum import Enum
 from typing import Any, TypeVar
 
 from iceberg_offload.core.mirror import scrub
+from iceberg_offload.core.repair import LateDataMode
 from iceberg_offload.core.result import RunOutcome
 from iceberg_offload.core.watermark import Watermark, format_timestamp, parse_timestamp, utc
 
@@ -135,6 +136,64 @@ class RunRecord:
 
 
 @dataclass(frozen=True)
+class StatusAudit:
+    """status.audit: the newest late-data audit a run recorded (core.repair.AuditRecord), over
+    [lower, upper). `buckets_differing` is what is still not equal: the buckets the audit found
+    differing minus those the run repaired; the row counts are the audit's findings."""
+
+    mode: LateDataMode
+    last_audit_time: datetime
+    lower: datetime
+    upper: datetime
+    buckets_checked: int
+    buckets_differing: int
+    rows_missing: int
+    rows_extra: int
+    buckets_repaired: int
+    rows_repaired: int
+    late_rows: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "last_audit_time", _second(self.last_audit_time))
+
+    @property
+    def in_sync(self) -> bool:
+        return self.buckets_differing == 0
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> StatusAudit | None:
+        if not data or not data.get("lastAuditTime"):
+            return None
+        return cls(
+            mode=LateDataMode(data.get("mode") or LateDataMode.REPAIR),
+            last_audit_time=parse_timestamp(str(data["lastAuditTime"])),
+            lower=parse_timestamp(str(data.get("from") or data["lastAuditTime"])),
+            upper=parse_timestamp(str(data.get("to") or data["lastAuditTime"])),
+            **{name: int(data.get(key) or 0) for name, key in _AUDIT_COUNTS.items()},
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode.value,
+            "lastAuditTime": format_time(self.last_audit_time),
+            "from": format_timestamp(self.lower),
+            "to": format_timestamp(self.upper),
+            **{key: getattr(self, name) for name, key in _AUDIT_COUNTS.items()},
+        }
+
+
+_AUDIT_COUNTS = {
+    "buckets_checked": "bucketsChecked",
+    "buckets_differing": "bucketsDiffering",
+    "rows_missing": "rowsMissing",
+    "rows_extra": "rowsExtra",
+    "buckets_repaired": "bucketsRepaired",
+    "rows_repaired": "rowsRepaired",
+    "late_rows": "lateRows",
+}
+
+
+@dataclass(frozen=True)
 class Condition:
     """One of status.conditions (conditions.py builds the operator's own)."""
 
@@ -192,6 +251,7 @@ class OffloadTableStatus:
     active_run: RunRecord | None = None
     last_run: RunRecord | None = None
     conditions: tuple[Condition, ...] = ()
+    audit: StatusAudit | None = None
 
     def __post_init__(self) -> None:
         for name in ("last_successful_run", "last_failure_time", "last_schedule_time", "next_run"):
@@ -222,6 +282,7 @@ class OffloadTableStatus:
             active_run=RunRecord.from_dict(data.get("activeRun")),
             last_run=RunRecord.from_dict(data.get("lastRun")),
             conditions=tuple(Condition.from_dict(c) for c in data.get("conditions") or ()),
+            audit=StatusAudit.from_dict(data.get("audit")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,6 +304,7 @@ class OffloadTableStatus:
                     ("lastError", self.last_error),
                     ("lastTrigger", self.last_trigger),
                     ("lastRun", _or_none(self.last_run, RunRecord.to_dict)),
+                    ("audit", _or_none(self.audit, StatusAudit.to_dict)),
                     *((key, _or_none(value, format_time)) for key, value in times.items()),
                 )
             ),
