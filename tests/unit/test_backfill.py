@@ -252,6 +252,15 @@ def test_launch_plans_the_range_and_counts_its_buckets() -> None:
     assert "late kraken rows" in decision.events[0].message
 
 
+def test_a_backfill_replaces_the_buckets_its_tables_runs_audit() -> None:
+    table = table_body()
+    table["spec"] = {**table["spec"], "lateData": {"bucket": "15m"}}
+    decision = decide(observed(table=table))
+    plan = decision.create
+    assert plan is not None and plan.bucket == timedelta(minutes=15)
+    assert decision.status.buckets_total == 96
+
+
 # --- following the run ---------------------------------------------------------------------------
 
 

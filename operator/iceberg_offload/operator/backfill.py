@@ -129,7 +129,6 @@ class Observed:
     apps: Sequence[AppState] = ()  # the table's SparkApplications, its backfills' included
     retention: RetentionRead | None = None  # None: not read (not needed yet)
     progress: Progress | None = None  # None: not read, or unreadable now
-    bucket: timedelta = DEFAULT_BUCKET
 
     @property
     def table_name(self) -> str:
@@ -274,17 +273,19 @@ def _start(decision: Decision, observed: Observed) -> None:
 
 
 def _launch(decision: Decision, observed: Observed, spec: BackfillSpec) -> None:
+    # The table's audit bucket: a backfill replaces the buckets its table's runs audit.
+    bucket = observed.table_spec.late_data.bucket if observed.table_spec else DEFAULT_BUCKET
     plan = BackfillPlan(
         name=observed.run_name,
         backfill=observed.name,
         lower=spec.lower,
         upper=spec.upper,
         allow_deletes=spec.allow_deletes,
-        bucket=observed.bucket,
+        bucket=bucket,
         generation=observed.generation,
         reason=spec.reason,
     )
-    buckets = len(audit.plan_buckets(spec.lower, spec.upper, observed.bucket))
+    buckets = len(audit.plan_buckets(spec.lower, spec.upper, bucket))
     status = _set(decision.status, observed, Phase.RUNNING, Reason.RUNNING, _running(plan.name, "", _counts(0, 0)))
     decision.status = replace(
         status, started_at=observed.now, spark_application=plan.name, buckets_total=buckets, commits=0, rows_written=0
