@@ -20,7 +20,7 @@ from typing import Any
 from iceberg_offload.adapters import clickhouse_io, iceberg_io
 from iceberg_offload.core.mirror import scrub
 from iceberg_offload.core.result import parse_result
-from iceberg_offload.core.settings import CatalogSettings, ClickHouseSettings
+from iceberg_offload.core.settings import CatalogSettings
 from iceberg_offload.core.tables import SpecError
 from iceberg_offload.operator.backfill import Decision, Observed, Progress, RetentionRead, decide
 from iceberg_offload.operator.backfill_manifest import backfill_application
@@ -28,7 +28,7 @@ from iceberg_offload.operator.backfill_observe import observe_backfill
 from iceberg_offload.operator.backfill_status import BackfillStatus
 from iceberg_offload.operator.kube import KubeError
 from iceberg_offload.operator.observe import catalog_settings, table_spec
-from iceberg_offload.operator.reconciler import Controller, EventSink
+from iceberg_offload.operator.reconciler import Controller, EventSink, clickhouse_settings
 from iceberg_offload.operator.runs import FAILED_STATES
 from iceberg_offload.operator.spec import OffloadTableSpec
 
@@ -104,14 +104,7 @@ class BackfillController:
         except KubeError as exc:
             return RetentionRead(error=str(exc))
         secrets.append(password)
-        settings = ClickHouseSettings(
-            host=conn.host,
-            port=conn.port,
-            user=conn.user,
-            password=password,
-            database=spec.source.database,
-            secure=conn.secure,
-        )
+        settings = clickhouse_settings(spec, password)
         try:
             client = clickhouse_io.connect(settings)
             try:

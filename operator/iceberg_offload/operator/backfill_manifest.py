@@ -12,9 +12,9 @@ from typing import Any
 
 from iceberg_offload.core.watermark import format_timestamp
 from iceberg_offload.operator.backfill import KIND, BackfillPlan
-from iceberg_offload.operator.manifests import Defaults, spark_application
+from iceberg_offload.operator.manifests import Defaults, owner_reference, spark_application
 from iceberg_offload.operator.runs import LABEL_BACKFILL, LABEL_BACKFILL_OF, RunPlan, table_label
-from iceberg_offload.operator.spec import GROUP, VERSION, OffloadTableSpec
+from iceberg_offload.operator.spec import OffloadTableSpec
 
 ANNOTATION_BACKFILL_FROM = "offload.k2.io/backfill-from"
 ANNOTATION_BACKFILL_REASON = "offload.k2.io/backfill-reason"
@@ -67,16 +67,7 @@ def backfill_application(
         ANNOTATION_BACKFILL_FROM: format_timestamp(plan.lower),
         **({ANNOTATION_BACKFILL_REASON: plan.reason} if plan.reason else {}),
     }
-    meta["ownerReferences"] = [
-        {
-            "apiVersion": f"{GROUP}/{VERSION}",
-            "kind": KIND,
-            "name": owner["name"],
-            "uid": owner["uid"],
-            "controller": True,
-            "blockOwnerDeletion": True,
-        }
-    ]
+    meta["ownerReferences"] = [owner_reference(KIND, owner)]
     spec = manifest["spec"]
     spec["arguments"] = [*spec["arguments"], *backfill_arguments(plan)]
     for pod in ("driver", "executor"):

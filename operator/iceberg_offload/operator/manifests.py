@@ -37,6 +37,18 @@ class Defaults:
     main_application_file: str
 
 
+def owner_reference(kind: str, owner: Mapping[str, Any]) -> dict[str, Any]:
+    """The controller reference of a run to the resource it runs for (a kind of this API group)."""
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": kind,
+        "name": owner["name"],
+        "uid": owner["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
 def _secret_env(name: str, ref: SecretRef) -> dict[str, Any]:
     return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}}}
 
@@ -105,16 +117,7 @@ def _metadata(namespace: str, owner: Mapping[str, Any], plan: RunPlan, labels: M
         "namespace": namespace,
         "labels": labels,
         "annotations": {ANNOTATION_WINDOW_TO: format_timestamp(plan.window_to)},
-        "ownerReferences": [
-            {
-                "apiVersion": f"{GROUP}/{VERSION}",
-                "kind": KIND,
-                "name": owner["name"],
-                "uid": owner["uid"],
-                "controller": True,
-                "blockOwnerDeletion": True,
-            }
-        ],
+        "ownerReferences": [owner_reference(KIND, owner)],
     }
 
 

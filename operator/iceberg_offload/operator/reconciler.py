@@ -42,6 +42,19 @@ class RetryLater(RuntimeError):
     """Something needed for a correct status (the Iceberg readback) is unavailable now."""
 
 
+def clickhouse_settings(spec: OffloadTableSpec, password: str) -> ClickHouseSettings:
+    """The table's ClickHouse connection, with the password read from its Secret."""
+    conn = spec.connection
+    return ClickHouseSettings(
+        host=conn.host,
+        port=conn.port,
+        user=conn.user,
+        password=password,
+        database=spec.source.database,
+        secure=conn.secure,
+    )
+
+
 @dataclass
 class Controller:
     settings: Settings
@@ -223,15 +236,7 @@ class Controller:
 
     def _mirror(self, spec: OffloadTableSpec, run: FinishedRun, password: str, secrets: list[str]) -> None:
         """Best effort: the status is the operator's record; the mirror serves the runbook."""
-        conn = spec.connection
-        settings = ClickHouseSettings(
-            host=conn.host,
-            port=conn.port,
-            user=conn.user,
-            password=password,
-            database=spec.source.database,
-            secure=conn.secure,
-        )
+        settings = clickhouse_settings(spec, password)
         result = OffloadResult(
             table=spec.source.table,
             run_id=run.name,
