@@ -220,3 +220,20 @@ def _backfill_bucket(
         f"backfill {name} of {spec.name}: other commits kept changing the table while {bucket} was replaced; "
         "run the backfill again (what it already replaced stays)"
     )
+
+
+def record_audit(catalog: Catalog, table: Table, spec: TableSpec, record: repair.AuditRecord, run_id: str) -> bool:
+    """For a run that commits nothing else: record its audit in a commit of no rows (the watermark
+    kept), so that the table's status tells what it found; only when the finding differs from the
+    newest recorded one (an idle table gets no snapshot per cycle). Whether it recorded."""
+    latest = iceberg_io.latest_audit(table)
+    if latest is not None and latest.finding == record.finding:
+        return False
+    properties = {**iceberg_io.watermark_keys(table), **record.properties(), repair.AUDIT_RUN: run_id}
+    empty = table.schema().as_arrow().empty_table()
+    try:
+        iceberg_io.replace_spans(catalog, table, empty, spec.source.timestamp_column, [], properties)
+    except iceberg_io.ConcurrentCommit as exc:  # another commit came first: the next run records
+        log.info("%s: the audit of run %s is not recorded: %s", spec.name, run_id, exc)
+        return False
+    return True

@@ -97,10 +97,19 @@ def audit_of_run(table: Table, run_id: str) -> repair.AuditRecord | None:
     """The audit a run recorded in its commits (its window's or its repair's), newest first."""
     for snapshot in lineage(table):
         summary = _summary(snapshot)
-        if run_id in (summary.get(RUN_ID), summary.get(repair.REPAIR_OF)):
+        if run_id in (summary.get(RUN_ID), summary.get(repair.REPAIR_OF), summary.get(repair.AUDIT_RUN)):
             record = repair.AuditRecord.from_summary(summary)
             if record is not None:
                 return record
+    return None
+
+
+def latest_audit(table: Table) -> repair.AuditRecord | None:
+    """The newest audit any commit of the current lineage recorded."""
+    for snapshot in lineage(table):
+        record = repair.AuditRecord.from_summary(_summary(snapshot))
+        if record is not None:
+            return record
     return None
 
 

@@ -37,6 +37,7 @@ REPAIR_COMMIT = "offload.repair.commit-id"
 BACKFILL = "offload.backfill"
 # The audit a run made, recorded in each commit of the run (its repair and its window).
 AUDIT_MODE = "offload.audit.mode"
+AUDIT_RUN = "offload.audit.run-id"  # on a commit that only records a run's audit
 AUDIT_FROM = "offload.audit.from"
 AUDIT_TO = "offload.audit.to"
 AUDIT_AT = "offload.audit.at"
@@ -217,6 +218,12 @@ class AuditRecord:
     def in_sync(self) -> bool:
         """Whether the table is equal over the range once the run's repair is in."""
         return self.differing == self.repaired_buckets
+
+    @property
+    def finding(self) -> tuple[LateDataMode, int, int, int]:
+        """What the audit found, as the status shows it: the mode, the buckets still differing,
+        rows missing and rows extra (two audits with one finding tell the status the same)."""
+        return (self.mode, self.differing - self.repaired_buckets, self.rows_missing, self.rows_extra)
 
     def properties(self) -> dict[str, str]:
         return {

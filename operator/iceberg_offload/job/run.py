@@ -111,6 +111,8 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
             return _backfill(catalog, client, columns, request, request.backfill, started)
         target, record = _late_data(settings, request, client, columns, _Target(catalog, table, state.snapshot_id))
         if plan.window is None:
+            if record is not None and target.base_snapshot == state.snapshot_id:  # nothing repaired
+                audit.record_audit(catalog, target.table, spec, record, request.run_id)
             result = _skipped(request, plan, started)
         else:
             result = _commit_window(spark, settings, request, columns, client, plan.window, target, started, record)
