@@ -64,6 +64,13 @@ def test_the_retention_of_a_ttl_clause(engine_full: str, ttl: timedelta | None) 
     assert parse_ttl(engine_full) == ttl
 
 
+def test_a_ttl_rule_it_cannot_read_is_never_guessed() -> None:
+    with pytest.raises(RepairError, match="cannot tell how long ClickHouse keeps rows"):
+        parse_ttl(
+            "MergeTree ORDER BY ts TTL toStartOfDay(ts) + toIntervalDay(1) DELETE WHERE x = 1, dateAdd(day, 3, ts)"
+        )
+
+
 def test_the_horizon_stays_inside_the_ttl() -> None:
     assert retention_horizon(T, 7 * DAY) == T - 7 * DAY + HORIZON_MARGIN
     assert retention_horizon(T, None) is None

@@ -133,17 +133,23 @@ def audit_and_repair(
 ) -> tuple[repair.AuditRecord | None, int | None]:
     """A run's audit of its lookback and, in repair mode, the repair of what differs: the audit's
     record and the repair's snapshot (None when nothing was replaced)."""
-    span = repair.lookback_range(iceberg_io.committed_watermark(table), policy.lookback, horizon(client, spec, now))
+    mode = policy.mode
+    try:
+        retained = horizon(client, spec, now)
+    except repair.RepairError as exc:  # never guess a retention: audit, but repair nothing
+        log.warning("%s: %s; this run only reports late data", spec.name, exc)
+        mode, retained = repair.LateDataMode.REPORT, None
+    span = repair.lookback_range(iceberg_io.committed_watermark(table), policy.lookback, retained)
     if span is None:
         return None, None
     lower, upper = span
     report = audit_range(client, table, spec, lower, upper, policy.bucket)
-    diffs = report.differing if policy.mode is repair.LateDataMode.REPAIR else ()
+    diffs = report.differing if mode is repair.LateDataMode.REPAIR else ()
     if not diffs:
         if report.differing:
             log.warning("%s: %s (late-data mode report: not repaired)", spec.name, report.summary())
-        return repair.audit_record(policy.mode, lower, upper, now, report, (), 0), None
-    record, snapshot = _replace(client, catalog, table, spec, columns, report, policy.mode, now, run_id)
+        return repair.audit_record(mode, lower, upper, now, report, (), 0), None
+    record, snapshot = _replace(client, catalog, table, spec, columns, report, mode, now, run_id)
     log.warning("%s: repaired late data: %s; %d rows written", spec.name, report.summary(), record.rows_repaired)
     return record, snapshot
 
@@ -173,9 +179,13 @@ def backfill(
     differ: an equal range commits nothing, and a backfill run again after a crash redoes only
     what is still different."""
     table = iceberg_io.load_table(catalog, spec.target.catalog_identifier)
-    repair.check_backfill(
-        lower, upper, iceberg_io.committed_watermark(table), horizon(client, spec, now), allow_deletes=allow_deletes
-    )
+    try:
+        retained = horizon(client, spec, now)
+    except repair.RepairError:
+        if not allow_deletes:
+            raise
+        retained = None  # the user allowed replacing rows ClickHouse dropped: its TTL does not matter
+    repair.check_backfill(lower, upper, iceberg_io.committed_watermark(table), retained, allow_deletes=allow_deletes)
     buckets = audit.plan_buckets(lower, upper, policy.bucket)
     differing = commits = rows = 0
     for bucket in buckets:

@@ -104,15 +104,21 @@ _UNIT = {
 def parse_ttl(engine_full: str) -> timedelta | None:
     """How long a ClickHouse table keeps a row, from its `system.tables.engine_full`: the
     shortest of its deleting TTL rules (moves to another volume keep the row), None if it has
-    none (a view, a table that keeps every row)."""
+    none (a view, a table that keeps every row). RepairError for a deleting rule whose span it
+    cannot read: a retention is never guessed."""
     clause = _TTL_CLAUSE.search(engine_full)
     if clause is None:
         return None
     spans = []
     for rule in _top_level(clause.group("body")):
-        match = _TTL_SPAN.search(rule)
-        if match is None or _KEEPS_ROWS.search(rule):
+        if _KEEPS_ROWS.search(rule):
             continue
+        match = _TTL_SPAN.search(rule)
+        if match is None:
+            raise RepairError(
+                f"cannot tell how long ClickHouse keeps rows from the TTL rule {rule.strip()!r}: repairs and "
+                "backfills that could reach before it are refused"
+            )
         unit = (match.group("unit") or match.group("unit2")).lower()
         spans.append(int(match.group("count") or match.group("count2")) * _UNIT[unit])
     return min(spans) if spans else None
