@@ -235,9 +235,10 @@ def _backfill_bucket(
 def record_audit(catalog: Catalog, table: Table, spec: TableSpec, record: repair.AuditRecord, run_id: str) -> bool:
     """For a run that commits nothing else: record its audit in a commit of no rows (the watermark
     kept), so that the table's status tells what it found; only when the finding differs from the
-    newest recorded one (an idle table gets no snapshot per cycle). Whether it recorded."""
+    newest recorded one, and never for a first finding of nothing (an idle, equal table gets no
+    snapshot). Whether it recorded."""
     latest = iceberg_io.latest_audit(table)
-    if latest is not None and latest.finding == record.finding:
+    if (latest.finding == record.finding) if latest is not None else record.in_sync:
         return False
     properties = {**iceberg_io.watermark_keys(table), **record.properties(), repair.AUDIT_RUN: run_id}
     empty = table.schema().as_arrow().empty_table()
