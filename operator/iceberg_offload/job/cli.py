@@ -23,7 +23,7 @@ from pyspark.sql import SparkSession
 from iceberg_offload.adapters import clickhouse_io
 from iceberg_offload.core.cli_errors import SETTINGS_TODO, OneLineParser, argument_type, error_line
 from iceberg_offload.core.mirror import scrub
-from iceberg_offload.core.repair import LateDataMode, LateDataPolicy
+from iceberg_offload.core.repair import DEFAULT_POLICY, LateDataMode, LateDataPolicy
 from iceberg_offload.core.result import RESULT_MARKER, OffloadResult
 from iceberg_offload.core.settings import Settings, SettingsError
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
@@ -90,8 +90,18 @@ def _late_data_arguments(p: argparse.ArgumentParser) -> None:
         help="audit the lookback before the watermark first: 'repair' replaces buckets that differ from "
         "ClickHouse, 'report' only counts them (default: no audit)",
     )
-    late.add_argument("--lookback-seconds", type=_positive, default=86400, help="the audit's lookback (default 1 day)")
-    late.add_argument("--audit-bucket-seconds", type=_positive, default=3600, help="audit bucket width (default 1 h)")
+    late.add_argument(
+        "--lookback-seconds",
+        type=_positive,
+        default=int(DEFAULT_POLICY.lookback.total_seconds()),
+        help="the audit's lookback (default %(default)s)",
+    )
+    late.add_argument(
+        "--audit-bucket-seconds",
+        type=_positive,
+        default=int(DEFAULT_POLICY.bucket.total_seconds()),
+        help="audit bucket width (default %(default)s)",
+    )
     late.add_argument(
         "--backfill", metavar="NAME", help="instead of a window: make a committed range equal to ClickHouse"
     )

@@ -24,6 +24,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from iceberg_offload.core import audit, repair
+from iceberg_offload.core.repair import DEFAULT_POLICY
 from iceberg_offload.core.tables import SpecError
 from iceberg_offload.core.watermark import Watermark, format_timestamp, parse_timestamp, utc
 from iceberg_offload.operator.backfill_status import (
@@ -40,8 +41,6 @@ from iceberg_offload.operator.spec import OffloadTableSpec
 
 PLURAL = "offloadbackfills"
 KIND = "OffloadBackfill"
-#: The audit's bucket width of a backfill: one compare-and-swap commit per differing bucket.
-DEFAULT_BUCKET = timedelta(hours=1)
 
 
 @dataclass(frozen=True)
@@ -274,7 +273,7 @@ def _start(decision: Decision, observed: Observed) -> None:
 
 def _launch(decision: Decision, observed: Observed, spec: BackfillSpec) -> None:
     # The table's audit bucket: a backfill replaces the buckets its table's runs audit.
-    bucket = observed.table_spec.late_data.bucket if observed.table_spec else DEFAULT_BUCKET
+    bucket = (observed.table_spec.late_data if observed.table_spec else DEFAULT_POLICY).bucket
     plan = BackfillPlan(
         name=observed.run_name,
         backfill=observed.name,
