@@ -94,6 +94,27 @@ def _reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _restamp(args: argparse.Namespace) -> int:
+    from iceberg_offload.adapters import iceberg_io, restamp
+    from iceberg_offload.core.settings import Settings
+
+    settings = Settings.from_env()
+    table = iceberg_io.load_table(iceberg_io.open_catalog(settings.catalog), args.table)
+    plan = restamp.plan_restamp(table)
+    print(f"{settings.catalog.name}.{plan.table}: no trace of its watermark is left; {plan.rows} rows")
+    print(
+        f"newest row: {plan.timestamp_column} = {plan.newest_row}; stamps the watermark {plan.watermark} "
+        "(every row before it is in the table) in a commit of no rows"
+    )
+    if not args.yes:
+        print("dry run: nothing changed; repeat with --yes to do it")
+        return 0
+    done = restamp.restamp(table, plan)
+    print(f"watermark is now {done}; the next run continues after the newest row (a row of ClickHouse before it")
+    print("that the table lacks is late data: the run's audit repairs it within its lookback, or run a backfill)")
+    return 0
+
+
 AUDIT_DIFFER = 3  # exit code of `audit` when a table differs from ClickHouse
 
 
@@ -272,6 +293,9 @@ def _parser() -> OneLineParser:
     )
     r.add_argument("--reason", default="manual reset", help="recorded in the snapshot summary")
     r.add_argument("--yes", action="store_true", help="do it (without: say what would happen)")
+    rs = command("restamp", "stamp a watermark from the data on a table whose every trace of one was expired")
+    rs.add_argument("--table", required=True, type=_table_name, help="Iceberg table as <namespace>.<table>")
+    rs.add_argument("--yes", action="store_true", help="do it (without: say what would happen)")
     # Its arguments never reach this parser (main hands them to the job's): listed for --help only.
     command("run", "one offload run of one table, as the Spark job does (see run --help)", add_help=False)
     return p
@@ -330,6 +354,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "ddl": _ddl,
     "status": _status,
     "reset": _reset,
+    "restamp": _restamp,
     "audit": _audit,
 }
 

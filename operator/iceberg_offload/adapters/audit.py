@@ -232,19 +232,20 @@ def _backfill_bucket(
     )
 
 
-def record_audit(catalog: Catalog, table: Table, spec: TableSpec, record: repair.AuditRecord, run_id: str) -> bool:
+def record_audit(
+    catalog: Catalog, table: Table, spec: TableSpec, record: repair.AuditRecord, run_id: str
+) -> int | None:
     """For a run that commits nothing else: record its audit in a commit of no rows (the watermark
     kept), so that the table's status tells what it found; only when the finding differs from the
     newest recorded one, and never for a first finding of nothing (an idle, equal table gets no
-    snapshot). Whether it recorded."""
+    snapshot). The snapshot it made, None if it recorded nothing."""
     latest = iceberg_io.latest_audit(table)
     if (latest.finding == record.finding) if latest is not None else record.in_sync:
-        return False
+        return None
     properties = {**iceberg_io.watermark_keys(table), **record.properties(), repair.AUDIT_RUN: run_id}
     empty = table.schema().as_arrow().empty_table()
     try:
-        iceberg_io.replace_spans(catalog, table, empty, spec.source.timestamp_column, [], properties)
+        return iceberg_io.replace_spans(catalog, table, empty, spec.source.timestamp_column, [], properties)
     except iceberg_io.ConcurrentCommit as exc:  # another commit came first: the next run records
         log.info("%s: the audit of run %s is not recorded: %s", spec.name, run_id, exc)
-        return False
-    return True
+        return None

@@ -17,14 +17,16 @@ from pyiceberg.expressions import AlwaysFalse, And, BooleanExpression, GreaterTh
 from pyiceberg.table import Table
 from pyiceberg.table.refs import MAIN_BRANCH, SnapshotRefType
 from pyiceberg.table.snapshots import Snapshot
-from pyiceberg.table.update import AssertRefSnapshotId, AssertTableUUID, RemoveSnapshotsUpdate, SetSnapshotRefUpdate
+from pyiceberg.table.update import RemoveSnapshotsUpdate, SetSnapshotRefUpdate
 from pyiceberg.transforms import DayTransform, HourTransform, IdentityTransform, MonthTransform, YearTransform
 from pyiceberg.types import TimestampType, TimestamptzType
 
-from iceberg_offload.adapters import arrow_audit
+from iceberg_offload.adapters import arrow_audit, watermark_io
+from iceberg_offload.adapters.watermark_io import ConcurrentCommit as ConcurrentCommit
+from iceberg_offload.adapters.watermark_io import TargetError as TargetError
 from iceberg_offload.core import audit, repair
 from iceberg_offload.core.catalog import pyiceberg_properties
-from iceberg_offload.core.result import RUN_ID, TIMESTAMP_COLUMN, newest_watermark, reset_properties
+from iceberg_offload.core.result import RUN_ID, reset_properties
 from iceberg_offload.core.settings import CatalogSettings
 from iceberg_offload.core.typemap import IcebergType
 from iceberg_offload.core.watermark import Watermark, Window, format_timestamp
@@ -32,14 +34,6 @@ from iceberg_offload.core.watermark import Watermark, Window, format_timestamp
 # Iceberg's write-audit-publish: with it a Spark write adds its snapshot without making it current.
 WAP_ENABLED = "write.wap.enabled"
 WAP_ID = "wap.id"
-
-
-class TargetError(RuntimeError):
-    """The Iceberg target cannot be used as specified."""
-
-
-class ConcurrentCommit(TargetError):
-    """Another commit changed the table after the run read it: the run's rows were not published."""
 
 
 def open_catalog(settings: CatalogSettings) -> Catalog:
@@ -72,9 +66,10 @@ def _summary(snapshot: Snapshot) -> dict[str, str]:
 
 
 def committed_watermark(table: Table) -> Watermark | None:
-    """The watermark of the newest snapshot in the current lineage that carries one: compaction
-    and other maintenance snapshots do not, and are passed over."""
-    return newest_watermark(_summary(s) for s in lineage(table))
+    """The committed watermark, wherever it survives (core/trace.py): idle progress, the newest
+    snapshot of the current lineage carrying one (maintenance snapshots carry it forward or are
+    passed over), or the watermark tag when expiry cut the lineage short."""
+    return watermark_io.read(table).watermark
 
 
 @dataclass(frozen=True)
@@ -132,12 +127,9 @@ def backfill_progress(table: Table, name: str) -> BackfillProgress:
 
 
 def watermark_keys(table: Table) -> dict[str, str]:
-    """The watermark keys of the commit that made the committed watermark (none if no commit has)."""
-    for snapshot in lineage(table):
-        summary = _summary(snapshot)
-        if newest_watermark([summary]) is not None:
-            return repair.kept_watermark(summary)
-    return {}
+    """The summary keys of the committed watermark, for a commit that keeps it (none if no
+    commit has made one)."""
+    return dict(watermark_io.read(table).keys)
 
 
 def replace_spans(
@@ -167,9 +159,8 @@ def replace_spans(
     updates = tx._updates  # pyiceberg keeps the staged updates here (pinned version)
     if not updates:
         return None
-    requirement = AssertRefSnapshotId(ref=MAIN_BRANCH, snapshot_id=base)  # type: ignore[call-arg]
     try:
-        catalog.commit_table(table, (AssertTableUUID(uuid=table.metadata.table_uuid), requirement), updates)
+        watermark_io.commit(catalog, table, base, updates)
     except CommitFailedException as exc:
         raise ConcurrentCommit(
             f"another commit changed {name} while its rows were being replaced (snapshot {base} -> "
@@ -177,9 +168,7 @@ def replace_spans(
         ) from exc
     # The snapshot this commit made current, from its own updates: the table may have moved on
     # since, and a caller that took the current one would build on a commit it never read.
-    return next(
-        u.snapshot_id for u in reversed(updates) if isinstance(u, SetSnapshotRefUpdate) and u.ref_name == MAIN_BRANCH
-    )
+    return watermark_io.main_snapshot(updates)
 
 
 def row_count(table: Table) -> int:
@@ -235,14 +224,13 @@ def publish(catalog: Catalog, table: Table, staged: Snapshot, base: int | None) 
         discard(catalog, table, staged)
         raise ConcurrentCommit(_moved(name, base, staged.parent_snapshot_id))
     # pyiceberg's models take their fields by name at runtime; their pydantic aliases hide it.
-    requirement = AssertRefSnapshotId(ref=MAIN_BRANCH, snapshot_id=base)  # type: ignore[call-arg]
     update = SetSnapshotRefUpdate(
         ref_name=MAIN_BRANCH,  # type: ignore[call-arg]
         type=SnapshotRefType.BRANCH,
         snapshot_id=staged.snapshot_id,
     )
     try:
-        catalog.commit_table(table, (requirement,), (update,))
+        watermark_io.commit(catalog, table, base, (update,))
     except CommitFailedException as exc:
         now = table.refresh().metadata.current_snapshot_id
         discard(catalog, table, staged)
@@ -271,10 +259,9 @@ def _moved(name: str, base: int | None, now: int | None) -> str:
 def timestamp_column(table: Table) -> str:
     """The column a table's watermark is a position of: recorded by every commit of this
     protocol; for a table only committed by the first version, its time partitioning's source."""
-    for snapshot in lineage(table):
-        column = _summary(snapshot).get(TIMESTAMP_COLUMN)
-        if column:
-            return column
+    column = watermark_io.read(table).timestamp_column
+    if column:
+        return column
     schema = table.schema()
     time_transforms = (YearTransform, MonthTransform, DayTransform, HourTransform, IdentityTransform)
     columns = {
@@ -345,12 +332,19 @@ def reset_watermark(table: Table, plan: ResetPlan, reason: str) -> Reset:
     commit of the catalog, so that the next run offloads those rows again, once. A run that
     read the table before the reset cannot publish after it (its base is no longer current)."""
     properties = reset_properties(plan.watermark, f"reset-{uuid.uuid4().hex[:12]}", plan.timestamp_column, reason)
+    tx = table.transaction()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "did not match any records" is a fine outcome
-        with table.transaction() as tx:
-            tx.delete(_at_or_after(plan.timestamp_column, plan.watermark), snapshot_properties=properties)
-            if tx.table_metadata.current_snapshot_id == plan.snapshot_id:  # nothing matched: stamp it alone
-                tx.append(table.schema().as_arrow().empty_table(), snapshot_properties=properties)
+        tx.delete(_at_or_after(plan.timestamp_column, plan.watermark), snapshot_properties=properties)
+        if tx.table_metadata.current_snapshot_id == plan.snapshot_id:  # nothing matched: stamp it alone
+            tx.append(table.schema().as_arrow().empty_table(), snapshot_properties=properties)
+    try:
+        watermark_io.commit(table.catalog, table, plan.snapshot_id, tx._updates)
+    except CommitFailedException as exc:
+        raise ConcurrentCommit(
+            f"{plan.table} changed while its reset was planned (snapshot {plan.snapshot_id} -> "
+            f"{table.refresh().metadata.current_snapshot_id}): nothing was reset; run the reset again"
+        ) from exc
     table = table.refresh()
     if committed_watermark(table) != plan.watermark:
         raise TargetError(f"the reset of {plan.table} committed, but its watermark reads {committed_watermark(table)}")

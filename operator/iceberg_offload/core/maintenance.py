@@ -25,8 +25,9 @@ DEFAULT_RETAIN_LAST = 1
 DEFAULT_TARGET_FILE_SIZE = 128 * 1024 * 1024
 DEFAULT_ORPHAN_AGE = timedelta(hours=72)
 # Orphan removal never looks at files younger than this, whatever the spec says: a run's
-# staged files are in no snapshot until it publishes, and a slow run must not lose them.
-MIN_ORPHAN_AGE = timedelta(hours=1)
+# staged files are in no snapshot until it publishes, and a slow run must not lose them
+# (Iceberg's remove_orphan_files procedure refuses a shorter interval for the same reason).
+MIN_ORPHAN_AGE = timedelta(hours=24)
 
 
 class MaintenanceError(ValueError):

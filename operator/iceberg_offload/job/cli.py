@@ -22,6 +22,7 @@ from pyspark.sql import SparkSession
 
 from iceberg_offload.adapters import clickhouse_io
 from iceberg_offload.core.cli_errors import SETTINGS_TODO, OneLineParser, argument_type, error_line
+from iceberg_offload.core.maintenance import MaintenanceError, MaintenancePolicy
 from iceberg_offload.core.mirror import scrub
 from iceberg_offload.core.repair import DEFAULT_POLICY, LateDataMode, LateDataPolicy
 from iceberg_offload.core.result import RESULT_MARKER, OffloadResult
@@ -30,6 +31,7 @@ from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec
 from iceberg_offload.core.typemap import TypeMappingError
 from iceberg_offload.core.watermark import Watermark, WindowError, format_timestamp, parse_position, parse_timestamp
 from iceberg_offload.job.errors import OffloadError
+from iceberg_offload.job.maintain import MaintenanceRequest, run_maintenance
 from iceberg_offload.job.run import BackfillRequest, RunRequest, record_failure, run_offload, secrets
 from iceberg_offload.job.session import spark_session
 
@@ -77,6 +79,7 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--now", type=argument_type(parse_timestamp), help="the clock, for replays and tests (default: now)")
     p.add_argument("--run-id", help="run identifier recorded in the snapshot summary")
     _late_data_arguments(p)
+    _maintenance_arguments(p)
     p.add_argument("--no-mirror", action="store_true", help="do not write offload_watermarks")
     p.add_argument("--result-file", type=Path, help="also write the result JSON here")
     return p
@@ -112,6 +115,68 @@ def _late_data_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let a backfill reach before ClickHouse's TTL, replacing rows ClickHouse dropped by nothing",
     )
+
+
+def _maintenance_arguments(p: argparse.ArgumentParser) -> None:
+    group = p.add_argument_group("table maintenance (instead of a window)")
+    group.add_argument(
+        "--maintain",
+        metavar="RUN_ID",
+        help="compact, rewrite manifests, expire snapshots and remove orphan files, keeping the watermark",
+    )
+    defaults = MaintenancePolicy()
+    group.add_argument(
+        "--snapshot-max-age-seconds",
+        type=_not_negative,
+        default=int(defaults.max_snapshot_age.total_seconds()),
+        help="expire snapshots older than this (default %(default)s)",
+    )
+    group.add_argument(
+        "--retain-last",
+        type=_count,
+        default=defaults.retain_last,
+        help="but keep the newest N snapshots (default %(default)s)",
+    )
+    group.add_argument(
+        "--target-file-size-bytes",
+        type=_count,
+        default=defaults.target_file_size,
+        help="compaction's target data file size (default %(default)s)",
+    )
+    group.add_argument(
+        "--orphan-age-seconds",
+        type=_count,
+        default=int(defaults.orphan_age.total_seconds()),
+        help="remove unreferenced files older than this (default %(default)s)",
+    )
+
+
+def _maintenance(args: argparse.Namespace, spec: TableSpec) -> MaintenanceRequest | None:
+    if args.maintain is None:
+        return None
+    if args.backfill or args.window_from or args.window_to:
+        raise SpecError("--maintain runs instead of a window or a backfill: give no --from/--to/--backfill")
+    policy = MaintenancePolicy(
+        max_snapshot_age=timedelta(seconds=args.snapshot_max_age_seconds),
+        retain_last=args.retain_last,
+        target_file_size=args.target_file_size_bytes,
+        orphan_age=timedelta(seconds=args.orphan_age_seconds),
+    )
+    return MaintenanceRequest(spec, args.maintain, policy, args.now)
+
+
+def _not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"{text} is negative")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"{text} is not a positive number")
+    return value
 
 
 def _positive(text: str) -> int:
@@ -206,7 +271,8 @@ def main(
     try:
         settings = settings or Settings.from_env()
         request = request_from_args(args)
-    except (ValueError, SpecError) as exc:
+        maintenance = _maintenance(args, request.spec)
+    except (ValueError, SpecError, MaintenanceError) as exc:
         if debug:
             traceback.print_exc()
         todo = SETTINGS_TODO if isinstance(exc, SettingsError) else f"see {prog} --help"
@@ -215,7 +281,11 @@ def main(
     started = time.monotonic()
     try:
         session = spark or spark_session(settings, f"offload-{request.spec.name}")
-        result = run_offload(session, settings, request)
+        if maintenance is not None:
+            request = replace(request, run_id=maintenance.run_id, mirror=False)
+            result = run_maintenance(session, settings, maintenance)
+        else:
+            result = run_offload(session, settings, request)
     except Exception as exc:
         message = scrub(_describe(exc), secrets(settings))
         log.error("%s: run %s failed: %s", request.spec.name, request.run_id, message, exc_info=debug)

@@ -28,7 +28,7 @@ from pyiceberg.table.snapshots import Snapshot
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql.types import StructType
 
-from iceberg_offload.adapters import audit, clickhouse_io, iceberg_io
+from iceberg_offload.adapters import audit, clickhouse_io, iceberg_io, watermark_io
 from iceberg_offload.core.mirror import after_run, scrub
 from iceberg_offload.core.planning import WindowPlan, plan_window, split_window, subwindow_count, upper_bound
 from iceberg_offload.core.repair import AuditRecord, LateDataPolicy, RepairError
@@ -115,7 +115,9 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
                 audit.record_audit(catalog, target.table, spec, record, request.run_id)
             result = _skipped(request, plan, started)
         else:
-            result = _commit_window(spark, settings, request, columns, client, plan.window, target, started, record)
+            repaired = target.base_snapshot != state.snapshot_id
+            window = _WindowRun(plan.window, target, record, repaired)
+            result = _commit_window(spark, settings, request, columns, client, window, started)
         if record is not None:
             result = replace(
                 result,
@@ -135,7 +137,8 @@ def _read_state(table: Table, spec: TableSpec) -> iceberg_io.TableState:
     if state.watermark is None and state.has_rows:
         raise OffloadError(
             f"Iceberg table {spec.target.identifier} has rows but no snapshot in its history carries a "
-            "watermark (expired by maintenance?): stamp the right one with 'iceberg-offload reset' first"
+            "watermark, and its watermark tag is gone (expired or removed outside the operator): stamp one from "
+            f"the data with 'iceberg-offload restamp --table {spec.target.catalog_identifier}', then runs continue"
         )
     return state
 
@@ -212,19 +215,30 @@ def _skipped(request: RunRequest, plan: WindowPlan, started: float) -> OffloadRe
     )
 
 
+@dataclass(frozen=True)
+class _WindowRun:
+    """A run's window, the target it publishes on, and its audit (repaired: committed already)."""
+
+    window: Window
+    target: _Target
+    record: AuditRecord | None
+    repaired: bool
+
+
 def _commit_window(
     spark: SparkSession,
     settings: Settings,
     request: RunRequest,
     columns: list[ColumnMapping],
     client: Any,
-    window: Window,
-    target: _Target,
+    run: _WindowRun,
     started: float,
-    record: AuditRecord | None = None,
 ) -> OffloadResult:
     spec = request.spec
-    parts = _plan_parts(client, settings, request, window)
+    window, target, record = run.window, run.target, run.record
+    parts, rows = _plan_parts(client, settings, request, window)
+    if rows == 0:
+        return _idle_window(request, run, started)
     frame = _window_frame(spark, settings, spec, columns, parts)
     source = f"{spec.source.database}.{spec.source.table}"
     properties = summary_properties(window, request.run_id, source, spec.source.timestamp_column)
@@ -289,8 +303,35 @@ def _backfill(
     )
 
 
-def _plan_parts(client: Any, settings: Settings, request: RunRequest, window: Window) -> list[Window]:
-    """The window's sub-windows, one read task each."""
+def _idle_window(request: RunRequest, run: _WindowRun, started: float) -> OffloadResult:
+    """A window that holds no row commits no snapshot: its end is recorded as idle progress on
+    the snapshot the run read (a table property, void once another commit follows it), so that
+    an idle table's watermark keeps up (its dependents wait for it) without a snapshot a cycle."""
+    spec, window, target = request.spec, run.window, run.target
+    base = target.base_snapshot
+    if run.record is not None and not run.repaired:  # the audit is recorded in a commit of its own
+        recorded = audit.record_audit(target.catalog, target.table, spec, run.record, request.run_id)
+        if recorded is not None:
+            target, base = _Target(target.catalog, target.table.refresh(), recorded), recorded
+    if not watermark_io.record_idle(target.catalog, target.table, base, window.upper, spec.source.timestamp_column):
+        raise OffloadError(
+            f"another commit changed {spec.target.identifier} while this run ran: it recorded nothing; "
+            "the next run continues from the committed watermark"
+        )
+    log.info("%s: no rows in %s: watermark %s recorded without a snapshot", spec.name, window, window.upper)
+    return OffloadResult(
+        table=spec.name,
+        run_id=request.run_id,
+        outcome="skipped",
+        window_from=str(window.lower),
+        window_to=str(window.upper),
+        watermark_timestamp=format_timestamp(window.upper.timestamp),
+        duration_seconds=round(time.monotonic() - started, 3),
+    )
+
+
+def _plan_parts(client: Any, settings: Settings, request: RunRequest, window: Window) -> tuple[list[Window], int]:
+    """The window's sub-windows, one read task each, and the rows ClickHouse counts in it."""
     spec = request.spec
     stats = clickhouse_io.window_stats(client, spec.source, window)
     count = subwindow_count(
@@ -308,7 +349,7 @@ def _plan_parts(client: Any, settings: Settings, request: RunRequest, window: Wi
         len(parts),
         request.run_id,
     )
-    return parts
+    return parts, stats.rows
 
 
 def _window_frame(

@@ -7,7 +7,9 @@ summaries with the spec's own words:
 * the committed watermark is that of the newest snapshot in the main lineage whose summary
   carries one: ``offload.watermark.before`` = W (every row with timestamp < W is offloaded), or
   the older ``offload.watermark.timestamp`` = T with ``offload.watermark.sequence`` = S (every
-  row with (timestamp, sequence) <= (T, S));
+  row with (timestamp, sequence) <= (T, S)), or a maintenance rewrite's carried one; unless
+  the idle-progress property names the current snapshot, and with the watermark tag's snapshot
+  where expiry cut the lineage short (committed_position);
 * duplicates: a key more than once in Iceberg; gaps: a ClickHouse row the watermark covers that
   Iceberg lacks; extra: an Iceberg row that ClickHouse lacks or the watermark does not cover;
   regressions: the watermark moving back (or vanishing) other than by a reset to exactly there;
@@ -17,6 +19,7 @@ summaries with the spec's own words:
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 import urllib.request
 from collections import Counter
@@ -33,6 +36,10 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BEFORE = "offload.watermark.before"
 OLD_TIMESTAMP = "offload.watermark.timestamp"
 OLD_SEQUENCE = "offload.watermark.sequence"
+IDLE = "offload.watermark.idle"
+CARRIED = "offload.maintenance.watermark"
+CARRIED_FROM = "offload.maintenance.parent"
+TAG = "offload-watermark"
 # Per table: the third column of its identity (with timestamp and sequence), and whether the
 # key is (third, sequence) (silver: exchange, sequence) or (timestamp, sequence, third) (bronze).
 TABLES: dict[str, tuple[str, bool]] = {
@@ -79,16 +86,39 @@ def position_of(summary: Mapping[str, str]) -> Position | None:
 
 
 def committed_position(table: Table) -> Position | None:
-    """The newest watermark in the main lineage: the current snapshot, then its parents."""
+    """The committed watermark, in the protocol's words: the idle-progress property when it
+    names the current snapshot; else the newest snapshot of the main lineage that carries one
+    (its own, or a maintenance rewrite's carried one whose recorded parent is its parent); else,
+    when the lineage ends at a snapshot no longer in the metadata, the snapshot the
+    `offload-watermark` tag holds."""
+    current = table.metadata.current_snapshot_id
+    idle = table.properties.get(IDLE)
+    if idle:
+        data = json.loads(idle)
+        if data["snapshot"] == current:
+            return Position(micros_of(data["before"]))
     snapshot = table.current_snapshot()
     while snapshot is not None:
-        summary = snapshot.summary
-        found = position_of({str(k): str(v) for k, v in summary.additional_properties.items()} if summary else {})
+        found = _carried(snapshot)
         if found is not None:
             return found
         parent = snapshot.parent_snapshot_id
-        snapshot = table.snapshot_by_id(parent) if parent is not None else None
-    return None
+        if parent is None:
+            return None
+        snapshot = table.snapshot_by_id(parent)
+    ref = table.metadata.refs.get(TAG)
+    tagged = table.snapshot_by_id(ref.snapshot_id) if ref is not None and current is not None else None
+    return _carried(tagged) if tagged is not None else None
+
+
+def _carried(snapshot: Any) -> Position | None:
+    summary = snapshot.summary
+    props = {str(k): str(v) for k, v in summary.additional_properties.items()} if summary else {}
+    found = position_of(props)
+    if found is None and props.get(CARRIED_FROM) == str(snapshot.parent_snapshot_id) and CARRIED in props:
+        stamp, _, sequence = props[CARRIED].partition("#")
+        found = Position(micros_of(stamp), int(sequence) if sequence else -1)
+    return found
 
 
 def key_of(table: str, row: Row) -> Key:

@@ -24,15 +24,17 @@ from pathlib import Path
 from typing import Any
 
 from iceberg_offload import cli
+from iceberg_offload.core.maintenance import MIN_ORPHAN_AGE, MaintenancePolicy
 from iceberg_offload.core.repair import LateDataPolicy
 from iceberg_offload.core.result import OffloadResult, parse_result
 from iceberg_offload.core.settings import to_env
 from iceberg_offload.core.watermark import format_timestamp
+from iceberg_offload.job.maintain import MaintenanceRequest, run_maintenance
 from iceberg_offload.job.run import RunRequest, run_offload
 from iceberg_offload.local.runner import upstream_of
 from oracle import ClickHouseHttp, Oracle, Position, open_iceberg
 from pyspark.sql import SparkSession
-from schedules import TABLES, Insert, Overlap, Reset, Run, Slot, Step
+from schedules import TABLES, Insert, Maintain, Overlap, Reset, Run, Slot, Step
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 REPO = Path(__file__).resolve().parents[3]
@@ -170,7 +172,39 @@ class FaultRunner:
             return self.run(number, step), {}
         if isinstance(step, Overlap):
             return self.overlap(number, step), {}
+        if isinstance(step, Maintain):
+            return self.maintain(number, step)
         return self.reset(step)
+
+    def maintain(self, number: int, step: Maintain) -> tuple[str, dict[str, Position]]:
+        """The operator's maintenance run (job/maintain.py), or a user's own through Spark SQL;
+        a user's compaction voids idle progress, which moves the watermark back (safely: the
+        next run reads the empty window again), reported like a reset so the oracle allows it."""
+        before = self.oracle.marks.get(step.table)
+        spec = self.env.spec(step.table)
+        if step.by == "operator":
+            policy = MaintenancePolicy(max_snapshot_age=timedelta(0), retain_last=1, orphan_age=MIN_ORPHAN_AGE)
+            try:
+                run_maintenance(
+                    self.session(), self.env.settings, MaintenanceRequest(spec, f"{self.label}-{number}", policy)
+                )
+            except Exception as exc:
+                return f"maintenance failed: {describe_error(exc)}", {}
+            return "maintained by the operator", {}
+        name = spec.target.catalog_identifier
+        catalog = spec.target.catalog
+        session = self.session()
+        session.sql(
+            f"CALL {catalog}.system.rewrite_data_files(table => '{name}', options => map('min-input-files', '2'))"
+        )
+        now = format_timestamp(datetime.now(UTC))
+        session.sql(
+            f"CALL {catalog}.system.expire_snapshots(table => '{name}', older_than => TIMESTAMP '{now}', "
+            "retain_last => 1)"
+        )
+        _, after = self.oracle.iceberg(step.table)
+        moved = {step.table: after} if after is not None and before is not None and after < before else {}
+        return f"maintained by hand (watermark {after})", moved
 
     def insert(self, step: Insert) -> str:
         for exchange in step.exchanges:

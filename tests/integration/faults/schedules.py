@@ -5,7 +5,7 @@ inserts into bronze (silver follows by ClickHouse's materialized views), late in
 windows already read, runs at explicit clocks (many auditing and repairing late data first, as
 the operator's runs do), overlapping runs of one table in an interleaving the scheduler decides,
 runs that die at a phase (in process, or a real job process at a failpoint), operator-style
-retries, and resets.
+retries, resets, and table maintenance (the operator's, or a user's own by hand).
 
 Times are milliseconds after the schedule's base instant (ClickHouse keeps milliseconds). Every
 insert but a late one is at or after the *frontier*, the newest upper bound a run already started
@@ -120,7 +120,20 @@ class Reset:
         return f"reset{' (dry run)' if self.dry else ''} {self.table} to {target}"
 
 
-Step = Insert | Run | Overlap | Reset
+@dataclass(frozen=True)
+class Maintain:
+    """Table maintenance between runs: the operator's (compaction, manifest rewrite, expiry
+    keeping one snapshot, orphan removal, with the watermark carried) or a user's own by hand
+    (Spark's rewrite_data_files, then expire_snapshots keeping one snapshot)."""
+
+    table: str
+    by: Literal["operator", "user"]
+
+    def describe(self) -> str:
+        return f"maintenance of {self.table} by {'the operator' if self.by == 'operator' else 'hand'}"
+
+
+Step = Insert | Run | Overlap | Reset | Maintain
 
 
 @dataclass(frozen=True)
@@ -257,7 +270,8 @@ def _kind(d: _Draw, last: bool) -> str:
     room = len(d.steps) + 3 <= MAX_STEPS
     late = 0 if last or d.frontier == 0 else 30
     weights = (0 if last else 15 if after_insert else 30, 30, 15 if room else 0, 15, 12 if d.ran else 0, late)
-    return d.rng.choices(("insert", "run", "cycle", "overlap", "reset", "late"), weights=weights)[0]
+    kinds = ("insert", "run", "cycle", "overlap", "reset", "late", "maintain")
+    return d.rng.choices(kinds, weights=(*weights, 8 if d.ran else 0))[0]
 
 
 def schedule(seed: int, kill_share: float = 1 / 8) -> Schedule:
@@ -276,6 +290,8 @@ def schedule(seed: int, kill_share: float = 1 / 8) -> Schedule:
             d.steps.append(_late_insert(d))
         elif kind == "reset":
             d.steps.append(_reset(d))
+        elif kind == "maintain":
+            d.steps.append(Maintain(d.table(), d.rng.choice(("operator", "operator", "user"))))
         elif kind == "overlap":
             d.steps.extend(_overlap(d))
         elif kind == "cycle":
