@@ -104,7 +104,7 @@ def test_a_users_own_compaction_and_expiry_keep_the_watermark_through_its_tag(ma
         f"CALL demo.system.expire_snapshots(table => '{name}', older_than => TIMESTAMP '{stamp}', retain_last => 1)"
     )
     table = env.iceberg(BINANCE)
-    parent = table.current_snapshot().parent_snapshot_id  # type: ignore[union-attr]
+    parent = table.current_snapshot().parent_snapshot_id
     assert parent is not None and table.snapshot_by_id(parent) is None, "expiry left the compaction's parent"
     assert env.watermark(BINANCE) == mark, "the watermark did not survive the user's own expiry"
     assert oracle.check(10).clean, oracle.findings
