@@ -1,4 +1,4 @@
-"""The `iceberg-offload` command: local demo, DDL, status, audit and reset of the cold tier, one run.
+"""The `iceberg-offload` command: local demo, DDL, status, audit, reset and restamp of the cold tier, one run.
 
 Every failure is one line on stderr, `iceberg-offload: error: <what>, <what to do>`: exit 2 for
 bad arguments, 1 for anything else; `iceberg-offload --debug <command>` adds the traceback.

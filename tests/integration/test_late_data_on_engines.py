@@ -20,8 +20,8 @@ from iceberg_offload.core.audit import Bucket
 from iceberg_offload.core.repair import REPAIR_REASON, LateDataMode, LateDataPolicy
 from iceberg_offload.core.result import WATERMARK_BEFORE
 from iceberg_offload.core.watermark import Watermark
+from iceberg_offload.job.backfill import BackfillRequest
 from iceberg_offload.job.errors import OffloadError
-from iceberg_offload.job.run import BackfillRequest
 
 BINANCE, KRAKEN, SILVER, GOLD = "bronze_trades_binance", "bronze_trades_kraken", "silver_trades", "gold_ohlcv_1h"
 TABLES = [BINANCE, KRAKEN, SILVER, GOLD]

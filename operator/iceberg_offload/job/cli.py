@@ -30,9 +30,10 @@ from iceberg_offload.core.settings import Settings, SettingsError
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
 from iceberg_offload.core.typemap import TypeMappingError
 from iceberg_offload.core.watermark import Watermark, WindowError, format_timestamp, parse_position, parse_timestamp
+from iceberg_offload.job.backfill import BackfillRequest
 from iceberg_offload.job.errors import OffloadError
 from iceberg_offload.job.maintain import MaintenanceRequest, run_maintenance
-from iceberg_offload.job.run import BackfillRequest, RunRequest, record_failure, run_offload, secrets
+from iceberg_offload.job.run import RunRequest, record_failure, run_offload, secrets
 from iceberg_offload.job.session import spark_session
 
 log = logging.getLogger("iceberg_offload.job")

@@ -31,26 +31,19 @@ from pyspark.sql.types import StructType
 from iceberg_offload.adapters import audit, clickhouse_io, iceberg_io, watermark_io
 from iceberg_offload.core.mirror import after_run, scrub
 from iceberg_offload.core.planning import WindowPlan, plan_window, split_window, subwindow_count, upper_bound
-from iceberg_offload.core.repair import AuditRecord, LateDataPolicy, RepairError
+from iceberg_offload.core.repair import AuditRecord, LateDataPolicy
 from iceberg_offload.core.result import OffloadResult, summary_properties
 from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import TableSpec
 from iceberg_offload.core.typemap import ColumnMapping
 from iceberg_offload.core.watermark import EPOCH, Watermark, Window, format_timestamp
+from iceberg_offload.job.backfill import BackfillRequest, run_backfill
 from iceberg_offload.job.columns import arrow_schema, plan_columns
 from iceberg_offload.job.errors import OffloadError
 from iceberg_offload.job.read import BOUNDS, bounds_row, read_subwindows
 
 log = logging.getLogger("iceberg_offload.job")
 WAP_ID_CONF = "spark.wap.id"
-
-
-@dataclass(frozen=True)
-class BackfillRequest:
-    name: str
-    lower: datetime
-    upper: datetime
-    allow_deletes: bool = False
 
 
 @dataclass(frozen=True)
@@ -108,7 +101,8 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
         plan = plan_window(state.watermark, bound, requested_from=request.requested_from)
         _phase(settings, request, "planned")
         if request.backfill is not None:
-            return _backfill(catalog, client, columns, request, request.backfill, started)
+            backfill, policy = request.backfill, request.late_data
+            return run_backfill(catalog, client, columns, spec, backfill, policy, request.run_id, started, request.now)
         target, record = _late_data(settings, request, client, columns, _Target(catalog, table, state.snapshot_id))
         if plan.window is None:
             if record is not None and target.base_snapshot == state.snapshot_id:  # nothing repaired
@@ -263,42 +257,6 @@ def _commit_window(
         watermark_timestamp=format_timestamp(window.upper.timestamp),
         watermark_sequence=window.upper.sequence,
         snapshot_id=staged.snapshot_id,
-        duration_seconds=round(time.monotonic() - started, 3),
-    )
-
-
-def _backfill(
-    catalog: Catalog,
-    client: Any,
-    columns: list[ColumnMapping],
-    request: RunRequest,
-    backfill: BackfillRequest,
-    started: float,
-) -> OffloadResult:
-    """Make the backfill's range equal to ClickHouse, a bucket per commit (audit.backfill)."""
-    try:
-        outcome = audit.backfill(
-            client,
-            catalog,
-            request.spec,
-            columns,
-            backfill.lower,
-            backfill.upper,
-            policy=request.late_data or LateDataPolicy(),
-            name=backfill.name,
-            now=request.now or datetime.now(UTC),
-            allow_deletes=backfill.allow_deletes,
-        )
-    except RepairError as exc:
-        raise OffloadError(f"backfill {backfill.name} of {request.spec.name}: {exc}") from exc
-    return OffloadResult(
-        table=request.spec.name,
-        run_id=request.run_id,
-        outcome="committed" if outcome.commits else "skipped",
-        rows=outcome.rows,
-        window_from=format_timestamp(backfill.lower),
-        window_to=format_timestamp(backfill.upper),
-        rows_repaired=outcome.rows,
         duration_seconds=round(time.monotonic() - started, 3),
     )
 
