@@ -9,7 +9,7 @@ export PYTHONPATH := $(CURDIR)/operator$(if $(PYTHONPATH),:$(PYTHONPATH))
 FULL := HYPOTHESIS_PROFILE=full
 QUICK := HYPOTHESIS_PROFILE=check
 
-.PHONY: setup setup-e2e demo check test lint typecheck unit integration e2e chart kube-apiserver helm bench bench-audit clean fault-suite
+.PHONY: setup setup-e2e demo check test lint typecheck unit integration e2e chart kube-apiserver helm bench bench-audit bench-snapshots clean fault-suite
 
 setup:
 	@scripts/bootstrap.sh
@@ -70,6 +70,10 @@ bench: setup
 ## What the audit of a run's last 24 h costs (1M trades a day, no Spark): bench/README.md.
 bench-audit: setup
 	$(PY) bench/audit_cost.py
+
+## Snapshots and metadata files an idle day leaves in a table, and what maintenance folds: bench/README.md.
+bench-snapshots: setup
+	$(PY) bench/snapshots_per_day.py
 
 clean:
 	rm -rf $(STATE_DIR) .pytest_cache .mypy_cache .ruff_cache

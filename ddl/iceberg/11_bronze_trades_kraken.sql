@@ -17,6 +17,9 @@ TBLPROPERTIES (
     'write.distribution-mode' = 'hash',
     'write.parquet.compression-codec' = 'zstd',
     -- A run stages its snapshot and publishes it by compare-and-swap (write-audit-publish).
-    'write.wap.enabled' = 'true'
+    'write.wap.enabled' = 'true',
+    -- Old metadata.json versions are deleted as commits add new ones.
+    'write.metadata.delete-after-commit.enabled' = 'true',
+    'write.metadata.previous-versions-max' = '20'
 );
 ALTER TABLE {catalog}.{namespace}.bronze_trades_kraken WRITE ORDERED BY exchange_timestamp, sequence;

@@ -7,6 +7,7 @@ the one the caller read, and is never rebased onto a newer one.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from pyiceberg.catalog import Catalog
@@ -83,7 +84,11 @@ def commit(catalog: Catalog, table: Table, base: int | None, updates: Sequence[T
     requirement = AssertRefSnapshotId(ref=MAIN_BRANCH, snapshot_id=base)  # type: ignore[call-arg]
     new = main_snapshot(updates)
     tagged = (*updates, tag(new)) if new is not None else tuple(updates)
-    catalog.commit_table(table, (AssertTableUUID(uuid=table.metadata.table_uuid), requirement), tagged)
+    response = catalog.commit_table(table, (AssertTableUUID(uuid=table.metadata.table_uuid), requirement), tagged)
+    # What pyiceberg's own commits do after one: delete metadata files past the table's
+    # write.metadata.previous-versions-max when write.metadata.delete-after-commit.enabled.
+    with contextlib.suppress(Exception):  # a file left behind is for orphan removal, not a failure
+        catalog._delete_old_metadata(table.io, table.metadata, response.metadata)
 
 
 def record_idle(catalog: Catalog, table: Table, base: int | None, mark: Watermark, timestamp_column: str) -> bool:
