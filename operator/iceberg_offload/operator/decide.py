@@ -26,6 +26,8 @@ from iceberg_offload.operator.record import (
     apply_readback,
     finished_event,
     record_finished,
+    retries_exhausted,
+    retry_time,
     run_record,
     vanished,
     watermark_text,
@@ -300,9 +302,9 @@ def _summarize(tick: _Tick, spec: OffloadTableSpec, blocked: str, running_messag
     tick.set(cond.blocked(blocked) if blocked else cond.clear())
     tick.set(cond.suspended() if spec.suspend else cond.active())
     status = tick.status
-    failing = _retries_exhausted(status, spec, generation)
+    failing = retries_exhausted(status, spec, generation)
     upcoming = [] if spec.suspend else [next_slot(spec.schedule, spec.time_zone, now)]
-    retry_at = _retry_time(status, spec, generation)
+    retry_at = retry_time(status, spec, generation)
     if retry_at is not None and not spec.suspend and not current_active:
         upcoming.append(max(retry_at, now))
     tick.status = replace(tick.status, next_run=min(upcoming) if upcoming else None)
@@ -352,25 +354,6 @@ def _since(status: OffloadTableStatus, observed: Observed) -> datetime:
     return status.last_schedule_time or utc(observed.created)
 
 
-def _retries_exhausted(status: OffloadTableStatus, spec: OffloadTableSpec, generation: int) -> bool:
-    last = status.last_run
-    if last is None or last.outcome is not RunOutcome.FAILED:
-        return False
-    if last.generation < generation:
-        return False  # the spec changed since: it is retried at once
-    return last.attempt >= spec.max_attempts
-
-
-def _retry_time(status: OffloadTableStatus, spec: OffloadTableSpec, generation: int) -> datetime | None:
-    last = status.last_run
-    if last is None or last.outcome is not RunOutcome.FAILED or _retries_exhausted(status, spec, generation):
-        return None
-    ended = last.completion_time or last.start_time
-    if last.generation < generation:
-        return ended
-    return ended + spec.retry_delay
-
-
 def _due(
     observed: Observed, spec: OffloadTableSpec, status: OffloadTableStatus, now: datetime, current: ObservedRun | None
 ) -> Due | None:
@@ -384,7 +367,7 @@ def _due(
     if slot > _since(status, observed):
         return Due(schedule_slot_id(slot), 1, slot - spec.buffer, "schedule", slot)
     last = status.last_run
-    retry_at = _retry_time(status, spec, observed.generation)
+    retry_at = retry_time(status, spec, observed.generation)
     if current is None and last is not None and retry_at is not None and now >= retry_at:
         return Due(last.slot, last.attempt + 1, last.window_to, "retry")
     return None
