@@ -19,6 +19,7 @@ from iceberg_offload.core.watermark import format_timestamp, utc
 from iceberg_offload.operator import conditions as cond
 from iceberg_offload.operator.audit import audit_events, in_sync_condition, record_audit
 from iceberg_offload.operator.conditions import Reason, set_condition
+from iceberg_offload.operator.maintenance import MaintenanceStep, MaintenanceView, maintain
 from iceberg_offload.operator.record import (
     Event,
     FinishedRun,
@@ -104,6 +105,8 @@ class Observed:
     trigger: str | None = None
     readback: Readback | None = None
     backfills_active: Sequence[str] = ()  # the table's OffloadBackfills' SparkApplications in flight
+    maintenance: MaintenanceView = field(default_factory=MaintenanceView)
+    maintenance_active: Sequence[str] = ()  # the table's maintenance SparkApplications in flight
 
 
 @dataclass
@@ -113,6 +116,7 @@ class Decision:
     delete: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     finished: list[FinishedRun] = field(default_factory=list)  # every run recorded now, oldest first
+    maintenance: MaintenanceStep | None = None
 
 
 def run_to_record(observed: Observed) -> ObservedRun | None:
@@ -172,12 +176,14 @@ def decide(observed: Observed) -> Decision:
     problem = _spec_problem(observed)
     if spec is None or problem is not None:
         _cannot_run(tick, current is not None, running_message, problem)
+        _maintain(tick, None)
         return tick.decision
 
     # 3. What is due, and may it start?
     blocked, running_message = _start_due(tick, spec, current, running_message)
 
-    # 4. Summary.
+    # 4. Maintenance, when nothing else holds the table; then the summary.
+    _maintain(tick, spec)
     _summarize(tick, spec, blocked, running_message)
     decision = tick.decision
     decision.delete += history_cleanup(observed.runs, decision.delete, spec.successful_history, spec.failed_history)
@@ -261,6 +267,8 @@ def _start_due(
     if observed.backfills_active:
         # The backfill holds the table (OffloadBackfill): the run starts once it is done.
         return blocked, f"{running_message}; the next run waits for backfill {observed.backfills_active[0]}"
+    if observed.maintenance_active:
+        return blocked, f"{running_message}; the next run waits for maintenance {observed.maintenance_active[0]}"
     if current is not None:
         if spec.concurrency_policy == "Forbid" or gated.kind == "retry":
             return blocked, f"{running_message}; the next run waits for it (concurrencyPolicy Forbid)"
@@ -281,6 +289,22 @@ def _start_due(
     tick.status = replace(tick.status, active_run=run_record(plan, now, RunOutcome.RUNNING, message="submitted"))
     tick.status = _mark_handled(tick.status, gated, observed, spec, now)
     return blocked, f"{plan.name} submitted"
+
+
+def _maintain(tick: _Tick, spec: OffloadTableSpec | None) -> None:
+    """The maintenance step (operator/maintenance.py): it waits while the table's run or a backfill holds it."""
+    o, decision = tick.observed, tick.decision
+    busy = decision.create is not None or tick.status.active_run is not None or bool(o.backfills_active)
+    step = maintain(
+        o.maintenance, spec, o.status.maintenance, table=o.name, generation=o.generation, created=o.created,
+        now=tick.now, busy=busy,
+    )  # fmt: skip
+    decision.maintenance, decision.delete, decision.events = (
+        step,
+        decision.delete + step.delete,
+        decision.events + step.events,
+    )
+    tick.status = replace(tick.status, maintenance=step.status)
 
 
 def _gated(due: Due, observed: Observed, spec: OffloadTableSpec, now: datetime) -> tuple[Due | None, str]:
