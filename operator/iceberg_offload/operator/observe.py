@@ -195,6 +195,8 @@ def observe(reading: Reading) -> Observed:
 def maintenance_view(reading: Reading) -> MaintenanceView:
     """The table's maintenance SparkApplications, its maintain-now annotation, the record read."""
     apps = tuple(observed_run(item, reading.now) for item in reading.runs if _labeled(item, LABEL_MAINTENANCE_OF))
+    details = reading.failure_details
+    apps = tuple(replace(app, error=details[app.name]) if details.get(app.name) else app for app in apps)
     trigger = (reading.body["metadata"].get("annotations") or {}).get(MAINTAIN_ANNOTATION)
     return MaintenanceView(apps, trigger, reading.maintenance_read, reading.maintenance_record)
 

@@ -150,7 +150,12 @@ class Controller:
         """The maintenance record, when a maintenance run finished that is not recorded yet; left
         unread (the run is recorded on a later tick) while the Iceberg table cannot be read."""
         pending = to_record(observed.maintenance, observed.status.maintenance)
-        if not pending or not pending[-1].succeeded:
+        if pending and not pending[-1].succeeded:  # the job's own error line, as for a run
+            item = next(i for i in reading.runs if i["metadata"]["name"] == pending[-1].name)
+            detail = self._failure_detail(reading.body["metadata"]["namespace"], item)
+            details = {**reading.failure_details, pending[-1].name: detail} if detail else reading.failure_details
+            return replace(reading, failure_details=details)
+        if not pending:
             return reading
         try:
             table = iceberg_io.load_table(self._catalog(catalog), f"{spec.target_namespace}.{spec.target_table}")
