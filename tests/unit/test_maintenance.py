@@ -29,9 +29,12 @@ def mapp(name: str = M13_NAME, *, state: str = "RUNNING", created: datetime | No
     return ObservedRun(name, name.rsplit("-", 1)[-1], 1, 1, made, made, state, **more)
 
 
+SEEN = {"nextRun": "2024-03-01T13:00:00Z"}  # status.maintenance as this operator writes it from the first tick
+
+
 def status(**m: Any) -> dict[str, Any]:
     """An OffloadTable status whose slot 13:00 of the runs is handled (so no run is due then)."""
-    return {"observedGeneration": 1, "lastScheduleTime": "2024-03-01T13:00:00Z", "maintenance": m}
+    return {"observedGeneration": 1, "lastScheduleTime": "2024-03-01T13:00:00Z", "maintenance": {**SEEN, **m}}
 
 
 def step(
@@ -262,6 +265,22 @@ def test_an_invalid_spec_still_follows_maintenance_and_starts_none() -> None:
     got = decide(observe(at(13, 5), spec=None, status=status(**RUNNING), maintenance=MaintenanceView(apps=(done,))))
     assert got.status.maintenance is not None and got.status.maintenance.outcome is MaintenanceOutcome.FAILED
     assert "MaintenanceFailed" in [e.reason for e in got.events]
+
+
+def test_after_an_upgrade_the_first_maintenance_is_at_the_next_slot_not_at_once() -> None:
+    """A table reconciled before by an operator without maintenance has a status, but no
+    status.maintenance: its missed slots are not caught up (that would be every table at once)."""
+    old = {"observedGeneration": 1, "lastScheduleTime": "2024-03-01T13:00:00Z"}
+    upgraded = decide(observe(at(13, 2), spec=EVERY_HOUR, status=old))
+    assert upgraded.maintenance is not None and upgraded.maintenance.create is None
+    m = upgraded.status.maintenance
+    assert m is not None and m.last_schedule_time == M13 and m.next_run == at(14, 0)
+    later = {**upgraded.status.to_dict(), "lastScheduleTime": "2024-03-01T14:00:00Z"}  # the runs' slot handled
+    at_the_slot = decide(observe(at(14, 0), spec=EVERY_HOUR, status=later))
+    assert at_the_slot.maintenance is not None and at_the_slot.maintenance.create is not None
+    fresh = {"lastScheduleTime": "2024-03-01T13:00:00Z"}  # never reconciled (no observedGeneration); created 12:07
+    new_table = decide(observe(at(13, 2), spec=EVERY_HOUR, status=fresh))
+    assert new_table.maintenance is not None and new_table.maintenance.create is not None
 
 
 def test_one_line() -> None:

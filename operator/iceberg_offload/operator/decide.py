@@ -297,7 +297,7 @@ def _maintain(tick: _Tick, spec: OffloadTableSpec | None) -> None:
     busy = decision.create is not None or tick.status.active_run is not None or bool(o.backfills_active)
     step = maintain(
         o.maintenance, spec, o.status.maintenance, table=o.name, generation=o.generation, created=o.created,
-        now=tick.now, busy=busy,
+        now=tick.now, busy=busy, upgraded=o.status.observed_generation is not None,
     )  # fmt: skip
     decision.maintenance, decision.delete, decision.events = (
         step,

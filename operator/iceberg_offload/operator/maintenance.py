@@ -199,15 +199,20 @@ def maintain(
     created: datetime,
     now: datetime,
     busy: bool,
+    upgraded: bool = False,
 ) -> MaintenanceStep:
     """The maintenance step of one table's reconcile. `spec` None: the spec cannot run (the runs
     in flight are still followed, nothing starts); `busy`: a run of the table or a backfill of it
-    is in flight or starts now, so a due maintenance run waits."""
+    is in flight or starts now, so a due maintenance run waits; `upgraded`: the table was
+    reconciled before by an operator without maintenance, whose missed slots are not caught up
+    (every table at once after an upgrade): its first maintenance is at the next slot."""
     now = utc(now)
     step = MaintenanceStep(status)
     current = _follow(step, view, spec, now)
     if spec is None:
         return step
+    if step.status is None and upgraded and spec.maintenance.enabled:
+        step.status = StatusMaintenance(last_schedule_time=last_slot(spec.maintenance.schedule, spec.time_zone, now))
     base = step.status or StatusMaintenance()
     due = _due(view, spec, base, now, created)
     if due is not None and current is None and not busy:
