@@ -14,6 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from iceberg_offload.adapters import iceberg_io, maintenance_io
 from iceberg_offload.core.maintenance import MaintenancePolicy, MaintenanceRecord
+from iceberg_offload.core.result import OffloadResult
 from iceberg_offload.core.tables import SpecError
 from iceberg_offload.operator.backfill import AppState
 from iceberg_offload.operator.backfill import decide as decide_backfill
@@ -31,7 +32,7 @@ from test_backfill import backfill_body
 from test_backfill import observed as backfill_observed
 from test_maintenance import M13_NAME, RECORD, RUNNING, mapp
 from test_observe import CATALOG, table
-from test_reconciler import FakeKube, Tick
+from test_reconciler import CATALOG_PASSWORD, FakeKube, Tick
 from test_reconciler import table as reconciler_table
 
 # --- spec.maintenance ----------------------------------------------------------------------
@@ -238,3 +239,31 @@ def test_a_reconcile_starts_maintenance_on_maintain_now_and_records_it_from_the_
     assert written["lastFinishTime"] == "2024-03-01T12:25:00Z" and written["error"] is None
     assert ("Normal", "MaintenanceSucceeded") in [e[:2] for e in harness.events]
     assert len(kube.created) == 1
+
+
+def test_a_failed_maintenance_run_reports_the_jobs_own_error_line_with_the_password_masked() -> None:
+    name = "silver-trades-mt-202403010317"
+    app = {
+        "metadata": {
+            "name": name,
+            "creationTimestamp": "2024-03-01T03:17:01Z",
+            "labels": {"offload.k2.io/slot": "202403010317", "offload.k2.io/maintenance-of": "silver-trades"},
+        },
+        "status": {
+            "applicationState": {"state": "FAILED", "errorMessage": "driver container failed"},
+            "terminationTime": "2024-03-01T03:20:00Z",
+            "driverInfo": {"podName": f"{name}-driver"},
+        },
+    }
+    kube = FakeKube(runs=[app])
+    error = f"cannot open catalog with password {CATALOG_PASSWORD}!"
+    kube.logs[f"{name}-driver"] = OffloadResult(table="trades", run_id=name, outcome="failed", error=error).to_line()
+    tick = Tick(kube)
+    running = {"lastRun": name, "outcome": "Running", "lastStartTime": "2024-03-01T03:17:00Z"}
+    body = reconciler_table("silver-trades", dependsOn=[])
+    body["status"] = {"lastTrigger": "now", "lastScheduleTime": "2024-03-01T12:00:00Z", "maintenance": running}
+    tick.run(body, {})
+    written = tick.statuses[-1]["maintenance"]
+    assert written["outcome"] == "Failed" and written["error"] == "cannot open catalog with password ***!"
+    (event,) = [e for e in tick.events if e[1] == "MaintenanceFailed"]
+    assert event[0] == "Warning" and CATALOG_PASSWORD not in event[2]
