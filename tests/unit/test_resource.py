@@ -22,6 +22,7 @@ from iceberg_offload.operator.spec import (
     SparkSpec,
     dependency_cycle,
     parse_duration,
+    parse_quantity,
     parse_spec,
 )
 
@@ -177,8 +178,21 @@ SPEC_ATTRIBUTE: dict[str, Callable[[OffloadTableSpec], Any]] = {
     "lateData.mode": lambda s: s.late_data.mode.value,
     "lateData.lookback": lambda s: s.late_data.lookback,
     "lateData.bucket": lambda s: s.late_data.bucket,
+    "maintenance.enabled": lambda s: s.maintenance.enabled,
+    "maintenance.schedule": lambda s: s.maintenance.schedule,
+    "maintenance.snapshotRetention.maxAge": lambda s: s.maintenance.policy.max_snapshot_age,
+    "maintenance.snapshotRetention.retainLast": lambda s: s.maintenance.policy.retain_last,
+    "maintenance.targetFileSize": lambda s: s.maintenance.policy.target_file_size,
+    "maintenance.orphanFileAge": lambda s: s.maintenance.policy.orphan_age,
 }
-DURATIONS = {"safetyBuffer", "lateData.lookback", "lateData.bucket"}
+DURATIONS = {
+    "safetyBuffer",
+    "lateData.lookback",
+    "lateData.bucket",
+    "maintenance.snapshotRetention.maxAge",
+    "maintenance.orphanFileAge",
+}
+QUANTITIES = {"maintenance.targetFileSize"}
 
 
 def test_parse_spec_defaults_match_the_crd() -> None:
@@ -188,6 +202,7 @@ def test_parse_spec_defaults_match_the_crd() -> None:
     parsed = parse_spec("t", MINIMAL)
     for path, default in defaults.items():
         expected = parse_duration(default, path) if path in DURATIONS else default
+        expected = parse_quantity(default, path) if path in QUANTITIES else expected
         assert SPEC_ATTRIBUTE[path](parsed) == expected, path
         defaulted = parse_spec("t", with_(path, default))
         assert defaulted == parsed, path

@@ -17,6 +17,7 @@ from iceberg_offload.core.result import RunOutcome
 from iceberg_offload.core.watermark import Watermark
 from iceberg_offload.operator.conditions import Reason
 from iceberg_offload.operator.decide import Observed, decide
+from iceberg_offload.operator.maintenance_status import FIGURES, MaintenanceOutcome, StatusMaintenance
 from iceberg_offload.operator.status import (
     Condition,
     OffloadTableStatus,
@@ -107,6 +108,19 @@ audits = st.builds(
     rows_repaired=counts,
     late_rows=counts,
 )
+words = st.text(min_size=1, max_size=30)
+maintenances = st.builds(
+    StatusMaintenance,
+    last_run=st.none() | words,
+    outcome=st.none() | st.sampled_from(MaintenanceOutcome),
+    last_start_time=st.none() | moments,
+    last_finish_time=st.none() | moments,
+    next_run=st.none() | moments,
+    last_schedule_time=st.none() | moments,
+    last_trigger=st.none() | words,
+    error=st.none() | words,
+    **{name: st.none() | counts for name in FIGURES},
+)
 statuses = st.builds(
     OffloadTableStatus,
     observed_generation=st.none() | counts,
@@ -124,6 +138,7 @@ statuses = st.builds(
     last_run=st.none() | records,
     conditions=condition_list,
     audit=st.none() | audits,
+    maintenance=st.none() | maintenances,
 )
 
 
@@ -145,8 +160,13 @@ def test_a_full_status_writes_every_field_the_crd_declares() -> None:
         1, StatusWatermark(at(12, 10), 2), 5, at(12, 16), 60.0, 0, "e", at(12, 1), SLOT1, at(12, 30), "t", record,
         record, (Condition("Ready", "True", "Succeeded", "m", at(12, 16), 1),),
         StatusAudit(LateDataMode.REPAIR, at(12, 16), at(11, 0), at(12, 0), 12, 0, 3, 0, 1, 40, 3),
+        StatusMaintenance(
+            "t-mt-202403010317", MaintenanceOutcome.FAILED, at(3, 17), at(3, 20), at(3, 17), at(3, 17), "now",
+            "boom", 4, 10, 2, 4096, 1, 2, 3,
+        ),
     )  # fmt: skip
     written = full.to_dict()
+    assert set(written["maintenance"]) == set(STATUS_SCHEMA["properties"]["maintenance"]["properties"])
     assert set(written) == set(STATUS_SCHEMA["properties"])
     assert set(written["audit"]) == set(STATUS_SCHEMA["properties"]["audit"]["properties"])
     assert set(written["lastRun"]) == set(STATUS_SCHEMA["properties"]["lastRun"]["properties"])

@@ -98,6 +98,7 @@ class AppState:
     generation: int = 0
     terminated: datetime | None = None
     error: str = ""
+    maintenance_of: str | None = None  # the table, for a maintenance run
 
     @property
     def finished(self) -> bool:
@@ -220,11 +221,18 @@ def range_refusal(
 
 
 def _busy(observed: Observed) -> tuple[Reason, str] | None:
-    """Another run of the table in flight: the table's own, or another backfill's."""
+    """Another run of the table in flight: the table's own, its maintenance, or another backfill's."""
     active = [a for a in observed.apps if not a.finished and a.name != observed.run_name]
-    runs = sorted(a.name for a in active if a.backfill_of is None)
+    runs = sorted(a.name for a in active if a.backfill_of is None and a.maintenance_of is None)
     if runs:
         return Reason.TABLE_RUN_ACTIVE, f"waits for the run of OffloadTable {observed.table_name} to finish: {runs[0]}"
+    maintenance = sorted(a.name for a in active if a.maintenance_of is not None)
+    if maintenance:
+        table = observed.table_name
+        return (
+            Reason.MAINTENANCE_ACTIVE,
+            f"waits for the maintenance of OffloadTable {table} to finish: {maintenance[0]}",
+        )
     others = sorted(a.name for a in active)
     if others:
         return Reason.BACKFILL_ACTIVE, f"waits for another backfill of {observed.table_name} to finish: {others[0]}"

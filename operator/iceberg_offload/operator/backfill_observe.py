@@ -14,7 +14,7 @@ from iceberg_offload.core.tables import SpecError
 from iceberg_offload.core.watermark import parse_timestamp
 from iceberg_offload.operator.backfill import AppState, Observed, Progress, RetentionRead, parse_backfill_spec
 from iceberg_offload.operator.backfill_status import BackfillStatus
-from iceberg_offload.operator.runs import LABEL_BACKFILL_OF, LABEL_GENERATION
+from iceberg_offload.operator.runs import LABEL_BACKFILL_OF, LABEL_GENERATION, LABEL_MAINTENANCE_OF
 from iceberg_offload.operator.spec import OffloadTableSpec
 from iceberg_offload.operator.status import OffloadTableStatus
 
@@ -30,6 +30,7 @@ def app_state(item: Mapping[str, Any]) -> AppState:
         name=str(meta.get("name") or ""),
         state=str(state.get("state") or ""),
         backfill_of=labels.get(LABEL_BACKFILL_OF),
+        maintenance_of=labels.get(LABEL_MAINTENANCE_OF),
         generation=int(labels.get(LABEL_GENERATION) or 0),
         terminated=parse_timestamp(str(terminated)) if terminated else None,
         error=str(state.get("errorMessage") or ""),

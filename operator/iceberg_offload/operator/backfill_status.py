@@ -39,6 +39,7 @@ class Reason(StrEnum):
     PENDING = "Pending"
     TABLE_RUN_ACTIVE = "TableRunActive"
     BACKFILL_ACTIVE = "BackfillActive"
+    MAINTENANCE_ACTIVE = "MaintenanceActive"
     TABLE_NOT_READY = "TableNotReady"
     RETENTION_UNKNOWN = "RetentionUnknown"
     RUNNING = "Running"

@@ -19,6 +19,7 @@ from iceberg_offload.core.watermark import format_timestamp, utc
 from iceberg_offload.operator import conditions as cond
 from iceberg_offload.operator.audit import audit_events, in_sync_condition, record_audit
 from iceberg_offload.operator.conditions import Reason, set_condition
+from iceberg_offload.operator.maintenance import MaintenanceStep, MaintenanceView, maintain
 from iceberg_offload.operator.record import (
     Event,
     FinishedRun,
@@ -26,6 +27,8 @@ from iceberg_offload.operator.record import (
     apply_readback,
     finished_event,
     record_finished,
+    retries_exhausted,
+    retry_time,
     run_record,
     vanished,
     watermark_text,
@@ -102,6 +105,8 @@ class Observed:
     trigger: str | None = None
     readback: Readback | None = None
     backfills_active: Sequence[str] = ()  # the table's OffloadBackfills' SparkApplications in flight
+    maintenance: MaintenanceView = field(default_factory=MaintenanceView)
+    maintenance_active: Sequence[str] = ()  # the table's maintenance SparkApplications in flight
 
 
 @dataclass
@@ -111,6 +116,7 @@ class Decision:
     delete: list[str] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     finished: list[FinishedRun] = field(default_factory=list)  # every run recorded now, oldest first
+    maintenance: MaintenanceStep | None = None
 
 
 def run_to_record(observed: Observed) -> ObservedRun | None:
@@ -170,12 +176,14 @@ def decide(observed: Observed) -> Decision:
     problem = _spec_problem(observed)
     if spec is None or problem is not None:
         _cannot_run(tick, current is not None, running_message, problem)
+        _maintain(tick, None)
         return tick.decision
 
     # 3. What is due, and may it start?
     blocked, running_message = _start_due(tick, spec, current, running_message)
 
-    # 4. Summary.
+    # 4. Maintenance, when nothing else holds the table; then the summary.
+    _maintain(tick, spec)
     _summarize(tick, spec, blocked, running_message)
     decision = tick.decision
     decision.delete += history_cleanup(observed.runs, decision.delete, spec.successful_history, spec.failed_history)
@@ -259,6 +267,8 @@ def _start_due(
     if observed.backfills_active:
         # The backfill holds the table (OffloadBackfill): the run starts once it is done.
         return blocked, f"{running_message}; the next run waits for backfill {observed.backfills_active[0]}"
+    if observed.maintenance_active:
+        return blocked, f"{running_message}; the next run waits for maintenance {observed.maintenance_active[0]}"
     if current is not None:
         if spec.concurrency_policy == "Forbid" or gated.kind == "retry":
             return blocked, f"{running_message}; the next run waits for it (concurrencyPolicy Forbid)"
@@ -281,6 +291,22 @@ def _start_due(
     return blocked, f"{plan.name} submitted"
 
 
+def _maintain(tick: _Tick, spec: OffloadTableSpec | None) -> None:
+    """The maintenance step (operator/maintenance.py): it waits while the table's run or a backfill holds it."""
+    o, decision = tick.observed, tick.decision
+    busy = decision.create is not None or tick.status.active_run is not None or bool(o.backfills_active)
+    step = maintain(
+        o.maintenance, spec, o.status.maintenance, table=o.name, generation=o.generation, created=o.created,
+        now=tick.now, busy=busy, upgraded=o.status.observed_generation is not None,
+    )  # fmt: skip
+    decision.maintenance, decision.delete, decision.events = (
+        step,
+        decision.delete + step.delete,
+        decision.events + step.events,
+    )
+    tick.status = replace(tick.status, maintenance=step.status)
+
+
 def _gated(due: Due, observed: Observed, spec: OffloadTableSpec, now: datetime) -> tuple[Due | None, str]:
     """The due run as far as the upstream tables let it read (None: it waits), and what it waits for."""
     if due.kind != "manual":
@@ -300,9 +326,9 @@ def _summarize(tick: _Tick, spec: OffloadTableSpec, blocked: str, running_messag
     tick.set(cond.blocked(blocked) if blocked else cond.clear())
     tick.set(cond.suspended() if spec.suspend else cond.active())
     status = tick.status
-    failing = _retries_exhausted(status, spec, generation)
+    failing = retries_exhausted(status, spec, generation)
     upcoming = [] if spec.suspend else [next_slot(spec.schedule, spec.time_zone, now)]
-    retry_at = _retry_time(status, spec, generation)
+    retry_at = retry_time(status, spec, generation)
     if retry_at is not None and not spec.suspend and not current_active:
         upcoming.append(max(retry_at, now))
     tick.status = replace(tick.status, next_run=min(upcoming) if upcoming else None)
@@ -352,25 +378,6 @@ def _since(status: OffloadTableStatus, observed: Observed) -> datetime:
     return status.last_schedule_time or utc(observed.created)
 
 
-def _retries_exhausted(status: OffloadTableStatus, spec: OffloadTableSpec, generation: int) -> bool:
-    last = status.last_run
-    if last is None or last.outcome is not RunOutcome.FAILED:
-        return False
-    if last.generation < generation:
-        return False  # the spec changed since: it is retried at once
-    return last.attempt >= spec.max_attempts
-
-
-def _retry_time(status: OffloadTableStatus, spec: OffloadTableSpec, generation: int) -> datetime | None:
-    last = status.last_run
-    if last is None or last.outcome is not RunOutcome.FAILED or _retries_exhausted(status, spec, generation):
-        return None
-    ended = last.completion_time or last.start_time
-    if last.generation < generation:
-        return ended
-    return ended + spec.retry_delay
-
-
 def _due(
     observed: Observed, spec: OffloadTableSpec, status: OffloadTableStatus, now: datetime, current: ObservedRun | None
 ) -> Due | None:
@@ -384,7 +391,7 @@ def _due(
     if slot > _since(status, observed):
         return Due(schedule_slot_id(slot), 1, slot - spec.buffer, "schedule", slot)
     last = status.last_run
-    retry_at = _retry_time(status, spec, observed.generation)
+    retry_at = retry_time(status, spec, observed.generation)
     if current is None and last is not None and retry_at is not None and now >= retry_at:
         return Due(last.slot, last.attempt + 1, last.window_to, "retry")
     return None

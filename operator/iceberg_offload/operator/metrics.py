@@ -31,6 +31,8 @@ class _TableState:
     rows: int | None = None
     ready: bool = False
     audit: StatusAudit | None = None  # the newest late-data audit (status.audit)
+    snapshots: int | None = None  # after the newest maintenance run (status.maintenance)
+    data_files: int | None = None
 
 
 class OffloadMetrics(Collector):
@@ -69,6 +71,12 @@ class OffloadMetrics(Collector):
             LABELS,
             registry=self.registry,
         )
+        self.maintenance_runs = Counter(
+            "iceberg_offload_maintenance_runs",
+            "Finished maintenance runs (compaction, snapshot expiry, orphan removal) by outcome",
+            (*LABELS, "outcome"),
+            registry=self.registry,
+        )
         self.reconcile_errors = Counter(
             "iceberg_offload_reconcile_errors", "Reconciles that failed and will be retried", registry=self.registry
         )
@@ -85,6 +93,9 @@ class OffloadMetrics(Collector):
             state.rows = status.row_count
             state.ready = ready is not None and ready.status == "True"
             state.audit = status.audit
+            maintained = status.maintenance
+            state.snapshots = maintained.snapshots_after if maintained else None
+            state.data_files = maintained.data_files_after if maintained else None
         for done in decision.finished:  # each run once, in the decision that records it
             self.runs.labels(namespace, table, done.outcome.value).inc()
             self.run_duration.labels(namespace, table).observe(done.duration_seconds)
@@ -92,6 +103,8 @@ class OffloadMetrics(Collector):
             if done.audit is not None:
                 self.late_rows.labels(namespace, table).inc(done.audit.late_rows)
                 self.rows_repaired.labels(namespace, table).inc(done.audit.rows_repaired)
+        for maintenance in decision.maintenance.finished if decision.maintenance else ():
+            self.maintenance_runs.labels(namespace, table, maintenance.outcome.value).inc()
 
     def forget(self, namespace: str, table: str) -> None:
         with self._lock:
@@ -125,6 +138,16 @@ class OffloadMetrics(Collector):
             "Rows missing from Iceberg that the last late-data audit found and did not repair",
             labels=LABELS,
         )
+        snapshots = GaugeMetricFamily(
+            "iceberg_offload_table_snapshots",
+            "Snapshots of the Iceberg table after its last maintenance",
+            labels=LABELS,
+        )
+        data_files = GaugeMetricFamily(
+            "iceberg_offload_table_data_files",
+            "Data files of the Iceberg table after its last maintenance",
+            labels=LABELS,
+        )
         with self._lock:
             tables = list(self._tables.items())
         for (namespace, table), state in tables:
@@ -140,7 +163,11 @@ class OffloadMetrics(Collector):
             if state.audit is not None:  # none before a table's first audit
                 differing.add_metric(key, state.audit.buckets_differing)
                 missing.add_metric(key, 0 if state.audit.in_sync else state.audit.rows_missing)
-        yield from (watermark, lag, candle, failures, rows, ready, differing, missing)
+            if state.snapshots is not None:  # none before the table's first maintenance record
+                snapshots.add_metric(key, state.snapshots)
+            if state.data_files is not None:
+                data_files.add_metric(key, state.data_files)
+        yield from (watermark, lag, candle, failures, rows, ready, differing, missing, snapshots, data_files)
 
 
 def serve(metrics: OffloadMetrics, address: str, port: int) -> None:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from iceberg_offload.core.maintenance import MaintenanceRecord
 from iceberg_offload.core.settings import CATALOG_PREFIX, CatalogSettings, SettingsError, catalog_from, known_variables
 from iceberg_offload.core.tables import SpecError
 from iceberg_offload.core.watermark import parse_timestamp
@@ -28,6 +29,8 @@ from iceberg_offload.operator.decide import (
     ObservedRun,
     Readback,
 )
+from iceberg_offload.operator.maintenance import MaintenanceView
+from iceberg_offload.operator.runs import LABEL_MAINTENANCE_OF, MAINTAIN_ANNOTATION
 from iceberg_offload.operator.spec import OffloadTableSpec, dependency_cycle, parse_spec
 from iceberg_offload.operator.status import OffloadTableStatus
 from iceberg_offload.operator.upstream import upstream_of
@@ -59,6 +62,8 @@ class Reading:
     catalog: CatalogRead | None = None  # None: not read, the spec is invalid
     failure_details: Mapping[str, str] = field(default_factory=dict)  # run -> the job's error line
     readback: Readback | None = None
+    maintenance_read: bool = False  # the maintenance record was read (for the maintenance run to record)
+    maintenance_record: MaintenanceRecord | None = None
 
 
 def index_entry(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -162,8 +167,11 @@ def observe(reading: Reading) -> Observed:
             spec, spec_error = None, str(exc)
     # A backfill's SparkApplication is not one of the table's runs (it is the OffloadBackfill's
     # to follow and record); it only holds the table's next run back while it is in flight.
-    backfills = [observed_run(item, reading.now) for item in reading.runs if _backfill(item)]
-    runs = [observed_run(item, reading.now) for item in reading.runs if not _backfill(item)]
+    # So is a maintenance run's: decide follows it in status.maintenance (operator/maintenance.py).
+    backfills = [observed_run(item, reading.now) for item in reading.runs if _labeled(item, LABEL_BACKFILL_OF)]
+    maintenance = maintenance_view(reading)
+    own = [i for i in reading.runs if not _labeled(i, LABEL_BACKFILL_OF) and not _labeled(i, LABEL_MAINTENANCE_OF)]
+    runs = [observed_run(item, reading.now) for item in own]
     details = reading.failure_details
     return Observed(
         name=name,
@@ -179,8 +187,19 @@ def observe(reading: Reading) -> Observed:
         trigger=(meta.get("annotations") or {}).get(TRIGGER_ANNOTATION),
         readback=reading.readback,
         backfills_active=tuple(sorted(run.name for run in backfills if not run.finished)),
+        maintenance=maintenance,
+        maintenance_active=maintenance.active,
     )
 
 
-def _backfill(item: Mapping[str, Any]) -> bool:
-    return LABEL_BACKFILL_OF in ((item.get("metadata") or {}).get("labels") or {})
+def maintenance_view(reading: Reading) -> MaintenanceView:
+    """The table's maintenance SparkApplications, its maintain-now annotation, the record read."""
+    apps = tuple(observed_run(item, reading.now) for item in reading.runs if _labeled(item, LABEL_MAINTENANCE_OF))
+    details = reading.failure_details
+    apps = tuple(replace(app, error=details[app.name]) if details.get(app.name) else app for app in apps)
+    trigger = (reading.body["metadata"].get("annotations") or {}).get(MAINTAIN_ANNOTATION)
+    return MaintenanceView(apps, trigger, reading.maintenance_read, reading.maintenance_record)
+
+
+def _labeled(item: Mapping[str, Any], label: str) -> bool:
+    return label in ((item.get("metadata") or {}).get("labels") or {})

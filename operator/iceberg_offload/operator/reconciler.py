@@ -14,13 +14,15 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from iceberg_offload.adapters import clickhouse_io, iceberg_io
+from iceberg_offload.adapters import clickhouse_io, iceberg_io, maintenance_io
 from iceberg_offload.core.mirror import after_run, scrub
 from iceberg_offload.core.repair import AuditRecord
 from iceberg_offload.core.result import OffloadResult, ResultError, parse_result
 from iceberg_offload.core.settings import CatalogSettings, ClickHouseSettings, Settings
 from iceberg_offload.operator.decide import Decision, FinishedRun, Observed, Readback, decide, run_to_record
 from iceberg_offload.operator.kube import Kube, KubeError
+from iceberg_offload.operator.maintenance import to_record
+from iceberg_offload.operator.maintenance_manifest import maintenance_application
 from iceberg_offload.operator.manifests import Defaults, spark_application
 from iceberg_offload.operator.observe import (
     CatalogRead,
@@ -108,6 +110,7 @@ class Controller:
         spec = observed.spec
         if spec is None or catalog is None:
             return reading
+        reading = self._read_maintenance(reading, observed, catalog, spec)
         if to_record is not None and to_record.succeeded:
             return replace(reading, readback=self.readback(catalog, spec, to_record.name))
         if observed.status.watermark is None:
@@ -140,6 +143,27 @@ class Controller:
             )
         except Exception as exc:
             raise RetryLater(f"cannot read Iceberg table {spec.target_namespace}.{spec.target_table}: {exc}") from exc
+
+    def _read_maintenance(
+        self, reading: Reading, observed: Observed, catalog: CatalogSettings, spec: OffloadTableSpec
+    ) -> Reading:
+        """The maintenance record, when a maintenance run finished that is not recorded yet; left
+        unread (the run is recorded on a later tick) while the Iceberg table cannot be read."""
+        pending = to_record(observed.maintenance, observed.status.maintenance)
+        if pending and not pending[-1].succeeded:  # the job's own error line, as for a run
+            item = next(i for i in reading.runs if i["metadata"]["name"] == pending[-1].name)
+            detail = self._failure_detail(reading.body["metadata"]["namespace"], item)
+            details = {**reading.failure_details, pending[-1].name: detail} if detail else reading.failure_details
+            return replace(reading, failure_details=details)
+        if not pending:
+            return reading
+        try:
+            table = iceberg_io.load_table(self._catalog(catalog), f"{spec.target_namespace}.{spec.target_table}")
+            record = maintenance_io.maintenance_record(table)
+        except Exception as exc:
+            log.info("%s: maintenance record of %s not read: %s", spec.name, pending[-1].name, exc)
+            return reading
+        return replace(reading, maintenance_read=True, maintenance_record=record)
 
     @staticmethod
     def _audit(table: Any, spec: OffloadTableSpec, run: str) -> AuditRecord | None:
@@ -228,6 +252,14 @@ class Controller:
             )
             if not self.kube.create_run(manifest):
                 log.info("%s: SparkApplication %s exists already: following it", spec.name, decision.create.name)
+        plan = decision.maintenance.create if decision.maintenance else None
+        if plan is not None and spec is not None and catalog is not None:
+            owner = {"name": body["metadata"]["name"], "uid": body["metadata"]["uid"]}
+            app = maintenance_application(
+                namespace=namespace, owner=owner, table=spec, plan=plan, catalog=catalog.name, defaults=self.defaults
+            )
+            if not self.kube.create_run(app):
+                log.info("%s: maintenance SparkApplication %s exists already: following it", spec.name, plan.name)
         for event in decision.events:
             emit(event.type, event.reason, scrub(event.message, secrets))
         if spec is not None and self.settings.mirror:

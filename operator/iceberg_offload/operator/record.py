@@ -142,3 +142,24 @@ def finished_event(done: FinishedRun, spec: OffloadTableSpec | None, status: Off
     attempts = spec.max_attempts if spec else 0
     attempt = status.last_run.attempt if status.last_run else None
     return Event("Warning", "RunFailed", f"{done.name} failed (attempt {attempt} of {attempts}): {done.error}")
+
+
+def retries_exhausted(status: OffloadTableStatus, spec: OffloadTableSpec, generation: int) -> bool:
+    """The last run failed its last attempt for this generation of the spec."""
+    last = status.last_run
+    if last is None or last.outcome is not RunOutcome.FAILED:
+        return False
+    if last.generation < generation:
+        return False  # the spec changed since: it is retried at once
+    return last.attempt >= spec.max_attempts
+
+
+def retry_time(status: OffloadTableStatus, spec: OffloadTableSpec, generation: int) -> datetime | None:
+    """When the last failed run is retried: at once after a spec change, else after the delay."""
+    last = status.last_run
+    if last is None or last.outcome is not RunOutcome.FAILED or retries_exhausted(status, spec, generation):
+        return None
+    ended = last.completion_time or last.start_time
+    if last.generation < generation:
+        return ended
+    return ended + spec.retry_delay

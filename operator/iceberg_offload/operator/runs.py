@@ -26,6 +26,10 @@ ANNOTATION_WINDOW_TO = "offload.k2.io/window-to"
 # offload.k2.io/table=...` lists them all), and these: the table's reconciler leaves it alone.
 LABEL_BACKFILL_OF = "offload.k2.io/backfill-of"
 LABEL_BACKFILL = "offload.k2.io/backfill"
+# A maintenance run's SparkApplication (operator/maintenance.py) carries the table's label too, and
+# this one: it is not one of the table's runs, but it holds the table's runs and backfills back.
+LABEL_MAINTENANCE_OF = "offload.k2.io/maintenance-of"
+MAINTAIN_ANNOTATION = "offload.k2.io/maintain-now"
 
 
 @dataclass(frozen=True)
@@ -78,6 +82,12 @@ def run_name(table: str, slot: str, attempt: int) -> str:
     submission of one window is refused by the API server as already existing. At most 58
     characters, so that the Spark Operator's derived pod and service names stay valid."""
     return f"{_short(table, 40)}-{slot}-{attempt}"
+
+
+def maintenance_name(table: str, slot: str) -> str:
+    """A maintenance run's SparkApplication: one per schedule slot (or manual trigger), so two
+    reconciles never create two. At most 57 characters, as run_name."""
+    return f"{_short(table, 40)}-mt-{slot}"
 
 
 def table_label(table: str) -> str:

@@ -7,11 +7,13 @@ SpecError with the field at fault, so the operator can report it in a condition.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from iceberg_offload.core.maintenance import DEFAULT_SCHEDULE as DEFAULT_MAINTENANCE_SCHEDULE
+from iceberg_offload.core.maintenance import MaintenanceError, MaintenancePolicy
 from iceberg_offload.core.repair import LateDataMode, LateDataPolicy
 from iceberg_offload.core.schedule import ScheduleError, check_schedule
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec, check_identifier
@@ -73,6 +75,15 @@ class SparkSpec:
 
 
 @dataclass(frozen=True)
+class MaintenanceSpec:
+    """spec.maintenance: the table's maintenance runs, at `schedule` in the table's time zone."""
+
+    enabled: bool = True
+    schedule: str = DEFAULT_MAINTENANCE_SCHEDULE
+    policy: MaintenancePolicy = field(default_factory=MaintenancePolicy)
+
+
+@dataclass(frozen=True)
 class OffloadTableSpec:
     """An OffloadTable's spec with defaults applied and every value checked."""
 
@@ -98,6 +109,7 @@ class OffloadTableSpec:
     successful_history: int = DEFAULT_HISTORY_LIMIT
     failed_history: int = DEFAULT_HISTORY_LIMIT
     late_data: LateDataPolicy = DEFAULT_LATE_DATA
+    maintenance: MaintenanceSpec = field(default_factory=lambda: MaintenanceSpec())
 
     def table_spec(self, catalog: str) -> TableSpec:
         """The offload's own view of this table, given the catalog's name."""
@@ -252,6 +264,64 @@ def _late_data(spec: Mapping[str, Any]) -> LateDataPolicy:
     return LateDataPolicy(LateDataMode(mode), lookback, bucket)
 
 
+# --- spec.maintenance -----------------------------------------------------------------------
+
+_QUANTITY = re.compile(r"^([0-9]+)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
+_QUANTITY_UNITS: dict[str, int] = {
+    **{s: 1024 ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: 1000 ** (i + 1) for i, s in enumerate(("k", "M", "G", "T", "P", "E"))},
+}
+
+
+def parse_quantity(value: Any, what: str) -> int:
+    """Bytes as an integer or a whole Kubernetes quantity (128Mi, 1Gi, 500M)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int(value)
+    match = _QUANTITY.match(str(value).strip()) if isinstance(value, str) else None
+    if not match:
+        raise SpecError(f"{what}: {value!r} is not a number of bytes like 134217728, 128Mi or 1Gi")
+    unit: int = _QUANTITY_UNITS.get(str(match.group(2) or ""), 1)
+    return int(match.group(1)) * unit
+
+
+def _maintenance(spec: Mapping[str, Any], time_zone: str) -> MaintenanceSpec:
+    """spec.maintenance: when the operator compacts the table and expires its snapshots, and how."""
+    enabled = _get(spec, "maintenance.enabled", True)
+    if not isinstance(enabled, bool):
+        raise SpecError(f"spec.maintenance.enabled: expected true or false, got {enabled!r}")
+    schedule = str(_get(spec, "maintenance.schedule", DEFAULT_MAINTENANCE_SCHEDULE))
+    try:
+        check_schedule(schedule, time_zone)
+    except ScheduleError as exc:
+        raise SpecError(f"spec.maintenance.schedule: {exc}") from exc
+    default = MaintenancePolicy()
+    fields: dict[str, tuple[str, Callable[[Any, str], Any], Any]] = {
+        "max_snapshot_age": ("snapshotRetention.maxAge", _duration, "24h"),
+        "retain_last": ("snapshotRetention.retainLast", _whole, default.retain_last),
+        "target_file_size": ("targetFileSize", parse_quantity, default.target_file_size),
+        "orphan_age": ("orphanFileAge", _duration, "72h"),
+    }
+    values: dict[str, Any] = {}
+    for name, (path, parse, fallback) in fields.items():
+        what = f"spec.maintenance.{path}"
+        values[name] = parse(_get(spec, f"maintenance.{path}", fallback), what)
+        try:
+            MaintenancePolicy(**{name: values[name]})
+        except MaintenanceError as exc:
+            raise SpecError(f"{what}: {exc}") from None
+    return MaintenanceSpec(enabled, schedule, MaintenancePolicy(**values))
+
+
+def _duration(value: Any, what: str) -> timedelta:
+    return parse_duration(str(value), what)
+
+
+def _whole(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise SpecError(f"{what}: expected an integer, got {value!r}")
+    return value
+
+
 def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
     """Parse and check an OffloadTable's spec; SpecError names the field at fault."""
     layer = _required(spec, "layer")
@@ -288,6 +358,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
         successful_history=_int(spec, "successfulRunHistoryLimit", DEFAULT_HISTORY_LIMIT, 0),
         failed_history=_int(spec, "failedRunHistoryLimit", DEFAULT_HISTORY_LIMIT, 0),
         late_data=_late_data(spec),
+        maintenance=_maintenance(spec, time_zone),
     )
 
 

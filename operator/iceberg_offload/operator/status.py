@@ -18,6 +18,7 @@ from iceberg_offload.core.mirror import scrub
 from iceberg_offload.core.repair import LateDataMode
 from iceberg_offload.core.result import RunOutcome
 from iceberg_offload.core.watermark import Watermark, format_timestamp, parse_timestamp, utc
+from iceberg_offload.operator.maintenance_status import StatusMaintenance
 
 T = TypeVar("T")
 
@@ -252,6 +253,7 @@ class OffloadTableStatus:
     last_run: RunRecord | None = None
     conditions: tuple[Condition, ...] = ()
     audit: StatusAudit | None = None
+    maintenance: StatusMaintenance | None = None
 
     def __post_init__(self) -> None:
         for name in ("last_successful_run", "last_failure_time", "last_schedule_time", "next_run"):
@@ -283,6 +285,7 @@ class OffloadTableStatus:
             last_run=RunRecord.from_dict(data.get("lastRun")),
             conditions=tuple(Condition.from_dict(c) for c in data.get("conditions") or ()),
             audit=StatusAudit.from_dict(data.get("audit")),
+            maintenance=StatusMaintenance.from_dict(data.get("maintenance")),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -305,6 +308,7 @@ class OffloadTableStatus:
                     ("lastTrigger", self.last_trigger),
                     ("lastRun", _or_none(self.last_run, RunRecord.to_dict)),
                     ("audit", _or_none(self.audit, StatusAudit.to_dict)),
+                    ("maintenance", _or_none(self.maintenance, StatusMaintenance.to_dict)),
                     *((key, _or_none(value, format_time)) for key, value in times.items()),
                 )
             ),
