@@ -16,6 +16,7 @@ from iceberg_offload.adapters import iceberg_io, maintenance_io
 from iceberg_offload.core.maintenance import MaintenancePolicy, MaintenanceRecord
 from iceberg_offload.core.result import OffloadResult
 from iceberg_offload.core.tables import SpecError
+from iceberg_offload.job import cli as job_cli
 from iceberg_offload.operator.backfill import AppState
 from iceberg_offload.operator.backfill import decide as decide_backfill
 from iceberg_offload.operator.backfill_observe import app_state
@@ -73,7 +74,7 @@ def test_a_full_maintenance_spec() -> None:
         ),
         ({"targetFileSize": "1.5Gi"}, "spec.maintenance.targetFileSize: '1.5Gi' is not a number of bytes"),
         ({"targetFileSize": 4096}, "spec.maintenance.targetFileSize: target file size must be at least 1 MiB"),
-        ({"orphanFileAge": "30m"}, "spec.maintenance.orphanFileAge: orphan file age must be at least 1:00:00"),
+        ({"orphanFileAge": "12h"}, "spec.maintenance.orphanFileAge: orphan file age must be at least 1 day, 0:00:00"),
     ],
 )
 def test_a_bad_value_names_its_field_in_one_line(maintenance: dict[str, Any], message: str) -> None:
@@ -129,14 +130,20 @@ def test_the_manifest_is_the_tables_run_in_maintenance_mode_owned_by_the_table()
     run = RunPlan(PLAN.name, PLAN.slot, 1, 4, PLAN.started)
     table_args = job_arguments(replace(SPEC, depends_on=()), run, "lake", {})
     assert "--upstream" not in table_args
+    at_to = table_args.index("--to")
+    window_less = table_args[:at_to] + table_args[at_to + 2 :]  # a maintenance run has no window
     assert app["spec"]["arguments"] == [
-        *table_args,
+        *window_less,
         "--maintain", PLAN.name,
         "--snapshot-max-age-seconds", "43200",
         "--retain-last", "2",
         "--target-file-size-bytes", str(64 * 2**20),
         "--orphan-age-seconds", str(72 * 3600),
     ]  # fmt: skip
+    # The job takes these arguments as one maintenance run of the table.
+    args = job_cli.parser().parse_args(app["spec"]["arguments"])
+    request = job_cli.maintenance_request(args, job_cli.request_from_args(args).spec)
+    assert request is not None and (request.run_id, request.policy) == (PLAN.name, PLAN.policy)
     plain = spark_application(
         namespace="ns", owner=OWNER, spec=SPEC, plan=run, catalog="lake",
         upstream_targets={"bronze-trades": "lake.raw.trades"}, defaults=DEFAULTS,

@@ -152,7 +152,7 @@ def _maintenance_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _maintenance(args: argparse.Namespace, spec: TableSpec) -> MaintenanceRequest | None:
+def maintenance_request(args: argparse.Namespace, spec: TableSpec) -> MaintenanceRequest | None:
     if args.maintain is None:
         return None
     if args.backfill or args.window_from or args.window_to:
@@ -272,7 +272,7 @@ def main(
     try:
         settings = settings or Settings.from_env()
         request = request_from_args(args)
-        maintenance = _maintenance(args, request.spec)
+        maintenance = maintenance_request(args, request.spec)
     except (ValueError, SpecError, MaintenanceError) as exc:
         if debug:
             traceback.print_exc()

@@ -55,7 +55,22 @@ def maintenance_application(
     }
     manifest["metadata"]["labels"] = labels
     spec = manifest["spec"]
-    spec["arguments"] = [*spec["arguments"], *maintenance_arguments(plan)]
+    spec["arguments"] = [*_without_window(spec["arguments"]), *maintenance_arguments(plan)]
     for pod in ("driver", "executor"):
         spec[pod] = {**spec[pod], "labels": labels}
     return manifest
+
+
+def _without_window(arguments: list[str]) -> list[str]:
+    """The run's arguments less its window's end (--to): a maintenance run has no window, and
+    the job refuses one beside --maintain."""
+    out: list[str] = []
+    skip = False
+    for argument in arguments:
+        if skip:
+            skip = False
+        elif argument == "--to":
+            skip = True
+        else:
+            out.append(argument)
+    return out
