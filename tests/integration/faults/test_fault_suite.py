@@ -1,5 +1,6 @@
 """Exactly once under faults: randomized schedules of inserts, runs, overlapping runs, deaths at
-every phase (in process and as a killed job process), retries and resets, on the real engines,
+every phase (in process and as a killed job process), retries, resets and table maintenance
+(the operator's, or a user's own compaction and expiry), on the real engines,
 with an independent oracle (oracle.py) after every step.
 
 One test per schedule, its seed in its id (``FAULT_SEED=<seed>`` replays it; ``FAULT_SCHEDULES``
