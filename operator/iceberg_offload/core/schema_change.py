@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Literal, get_args
 
 from iceberg_offload.core.typemap import (
@@ -22,6 +23,7 @@ from iceberg_offload.core.typemap import (
     TypeMappingError,
     map_column,
 )
+from iceberg_offload.core.watermark import format_timestamp
 
 Mode = Literal["evolve", "fail"]
 MODES: tuple[Mode, ...] = get_args(Mode)
@@ -187,3 +189,8 @@ def parse_mode(value: object) -> Mode:
         if value == mode:
             return mode
     raise ValueError(f"schemaEvolution {value!r} is not one of {', '.join(MODES)}")
+
+
+def record(summary: str, at: datetime, run_id: str) -> str:
+    """The text the schema's commit records (status.lastSchemaChange): what, when, which run."""
+    return f"{summary} (at {format_timestamp(at)}, run {run_id})"
