@@ -177,6 +177,7 @@ SPEC_ATTRIBUTE: dict[str, Callable[[OffloadTableSpec], Any]] = {
     "lateData.mode": lambda s: s.late_data.mode.value,
     "lateData.lookback": lambda s: s.late_data.lookback,
     "lateData.bucket": lambda s: s.late_data.bucket,
+    "schemaEvolution": lambda s: s.schema_evolution,
 }
 DURATIONS = {"safetyBuffer", "lateData.lookback", "lateData.bucket"}
 

@@ -124,6 +124,7 @@ statuses = st.builds(
     last_run=st.none() | records,
     conditions=condition_list,
     audit=st.none() | audits,
+    last_schema_change=st.none() | texts,
 )
 
 
@@ -145,6 +146,7 @@ def test_a_full_status_writes_every_field_the_crd_declares() -> None:
         1, StatusWatermark(at(12, 10), 2), 5, at(12, 16), 60.0, 0, "e", at(12, 1), SLOT1, at(12, 30), "t", record,
         record, (Condition("Ready", "True", "Succeeded", "m", at(12, 16), 1),),
         StatusAudit(LateDataMode.REPAIR, at(12, 16), at(11, 0), at(12, 0), 12, 0, 3, 0, 1, 40, 3),
+        last_schema_change="added venue string (at 2024-03-01T12:16:00.000000Z, run r-1)",
     )  # fmt: skip
     written = full.to_dict()
     assert set(written) == set(STATUS_SCHEMA["properties"])

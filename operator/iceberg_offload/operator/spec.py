@@ -14,6 +14,7 @@ from typing import Any
 
 from iceberg_offload.core.repair import LateDataMode, LateDataPolicy
 from iceberg_offload.core.schedule import ScheduleError, check_schedule
+from iceberg_offload.core.schema_change import DEFAULT_MODE, MODES, Mode, parse_mode
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec, check_identifier
 
 GROUP = "offload.k2.io"
@@ -98,6 +99,7 @@ class OffloadTableSpec:
     successful_history: int = DEFAULT_HISTORY_LIMIT
     failed_history: int = DEFAULT_HISTORY_LIMIT
     late_data: LateDataPolicy = DEFAULT_LATE_DATA
+    schema_evolution: Mode = DEFAULT_MODE
 
     def table_spec(self, catalog: str) -> TableSpec:
         """The offload's own view of this table, given the catalog's name."""
@@ -252,6 +254,15 @@ def _late_data(spec: Mapping[str, Any]) -> LateDataPolicy:
     return LateDataPolicy(LateDataMode(mode), lookback, bucket)
 
 
+def _schema_evolution(spec: Mapping[str, Any]) -> Mode:
+    """spec.schemaEvolution: evolve (add and widen Iceberg columns as ClickHouse's change) or fail."""
+    value = _get(spec, "schemaEvolution", DEFAULT_MODE)
+    try:
+        return parse_mode(value)
+    except ValueError as exc:
+        raise SpecError(f"spec.schemaEvolution: {value!r} is not one of {', '.join(MODES)}") from exc
+
+
 def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
     """Parse and check an OffloadTable's spec; SpecError names the field at fault."""
     layer = _required(spec, "layer")
@@ -288,6 +299,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
         successful_history=_int(spec, "successfulRunHistoryLimit", DEFAULT_HISTORY_LIMIT, 0),
         failed_history=_int(spec, "failedRunHistoryLimit", DEFAULT_HISTORY_LIMIT, 0),
         late_data=_late_data(spec),
+        schema_evolution=_schema_evolution(spec),
     )
 
 

@@ -252,6 +252,8 @@ class OffloadTableStatus:
     last_run: RunRecord | None = None
     conditions: tuple[Condition, ...] = ()
     audit: StatusAudit | None = None
+    # The target's newest schema evolution, as its commit recorded it (summary, time, run).
+    last_schema_change: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("last_successful_run", "last_failure_time", "last_schedule_time", "next_run"):
@@ -283,6 +285,7 @@ class OffloadTableStatus:
             last_run=RunRecord.from_dict(data.get("lastRun")),
             conditions=tuple(Condition.from_dict(c) for c in data.get("conditions") or ()),
             audit=StatusAudit.from_dict(data.get("audit")),
+            last_schema_change=_or_none(data.get("lastSchemaChange"), str),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -305,6 +308,7 @@ class OffloadTableStatus:
                     ("lastTrigger", self.last_trigger),
                     ("lastRun", _or_none(self.last_run, RunRecord.to_dict)),
                     ("audit", _or_none(self.audit, StatusAudit.to_dict)),
+                    ("lastSchemaChange", self.last_schema_change),
                     *((key, _or_none(value, format_time)) for key, value in times.items()),
                 )
             ),
