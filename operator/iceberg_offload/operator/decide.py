@@ -27,6 +27,7 @@ from iceberg_offload.operator.record import (
     finished_event,
     record_finished,
     run_record,
+    schema_events,
     vanished,
     watermark_text,
 )
@@ -159,10 +160,7 @@ def decide(observed: Observed) -> Decision:
     if observed.readback is not None:
         status = apply_readback(status, observed.readback)
     tick = _Tick(observed, utc(observed.now), Decision(status))
-    if status.last_schema_change and status.last_schema_change != observed.status.last_schema_change:
-        tick.event(
-            Event("Normal", "SchemaEvolved", f"schema of the Iceberg table evolved: {status.last_schema_change}")
-        )
+    tick.decision.events += schema_events(observed.status, status)
 
     # 1. Follow the runs: record every finished one, stop one past its deadline.
     current = _follow_runs(tick)

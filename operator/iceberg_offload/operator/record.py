@@ -87,6 +87,13 @@ def apply_readback(status: OffloadTableStatus, readback: Readback) -> OffloadTab
     return replace(status, watermark=mark, row_count=readback.row_count, last_schema_change=schema_change)
 
 
+def schema_events(before: OffloadTableStatus, after: OffloadTableStatus) -> list[Event]:
+    """SchemaEvolved once per schema change the readback brought (level-based: the status keeps it)."""
+    if not after.last_schema_change or after.last_schema_change == before.last_schema_change:
+        return []
+    return [Event("Normal", "SchemaEvolved", f"schema of the Iceberg table evolved: {after.last_schema_change}")]
+
+
 def record_finished(
     status: OffloadTableStatus, run: ObservedRun, readback: Readback | None
 ) -> tuple[OffloadTableStatus, FinishedRun]:
