@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import pytest
-from iceberg_offload.adapters import iceberg_io
+from iceberg_offload.adapters import iceberg_io, iceberg_schema
 from iceberg_offload.core.repair import AuditRecord, LateDataMode
 from iceberg_offload.core.result import OffloadResult, ResultError, RunOutcome
 from iceberg_offload.core.settings import CatalogSettings, Settings
@@ -263,6 +263,7 @@ def test_the_readback_of_a_run_carries_its_audit(
     monkeypatch.setattr(iceberg_io, "committed_watermark", lambda table: None)
     monkeypatch.setattr(iceberg_io, "row_count", lambda table: 5)
     monkeypatch.setattr(iceberg_io, "audit_of_run", audit_of_run)
+    monkeypatch.setattr(iceberg_schema, "last_schema_change", lambda table: None)
     controller = Controller(Settings(mirror=False), cast(Kube, FakeKube()))
     spec = parse_spec("silver-trades", SPEC)
     catalog = CatalogSettings(name="lake", uri="jdbc:postgresql://pg:5432/iceberg")
@@ -285,3 +286,20 @@ def test_a_recorded_audit_reaches_the_status_and_the_events() -> None:
     warnings = [message for type_, reason, message in tick.events if reason == "OutOfSync"]
     assert warnings == ["silver-trades-mabc-1: " + in_sync["message"]]
     assert tick.events[-1][0] == "Warning"
+
+
+def test_a_schema_evolution_reaches_the_status_and_one_event() -> None:
+    run = failed_run()
+    run["status"]["applicationState"] = {"state": "COMPLETED"}
+    change = "added venue string (at 2024-03-01T12:16:00.000000Z, run silver-trades-mabc-1)"
+    tick = Tick(FakeKube(runs=[run]))
+    tick.readback = Readback(None, 42, 42, None, change)
+    tick.run(table(status={"lastTrigger": "now"}), index(table(), BRONZE))
+    assert tick.statuses[0]["lastSchemaChange"] == change
+    evolved = [(type_, message) for type_, reason, message in tick.events if reason == "SchemaEvolved"]
+    assert evolved == [("Normal", f"schema of the Iceberg table evolved: {change}")]
+    # Level-based: the next tick, with the change already in the status, says nothing again.
+    again = Tick(FakeKube())
+    again.readback = Readback(None, None, 42, None, change)
+    again.run(table(status={"lastSchemaChange": change}), index(table(), BRONZE))
+    assert [reason for _, reason, _ in again.events if reason == "SchemaEvolved"] == []

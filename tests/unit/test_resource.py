@@ -184,6 +184,7 @@ SPEC_ATTRIBUTE: dict[str, Callable[[OffloadTableSpec], Any]] = {
     "maintenance.snapshotRetention.retainLast": lambda s: s.maintenance.policy.retain_last,
     "maintenance.targetFileSize": lambda s: s.maintenance.policy.target_file_size,
     "maintenance.orphanFileAge": lambda s: s.maintenance.policy.orphan_age,
+    "schemaEvolution": lambda s: s.schema_evolution,
 }
 DURATIONS = {
     "safetyBuffer",

@@ -139,6 +139,7 @@ statuses = st.builds(
     conditions=condition_list,
     audit=st.none() | audits,
     maintenance=st.none() | maintenances,
+    last_schema_change=st.none() | texts,
 )
 
 
@@ -164,6 +165,7 @@ def test_a_full_status_writes_every_field_the_crd_declares() -> None:
             "t-mt-202403010317", MaintenanceOutcome.FAILED, at(3, 17), at(3, 20), at(3, 17), at(3, 17), "now",
             "boom", 4, 10, 2, 4096, 1, 2, 3,
         ),
+        last_schema_change="added venue string (at 2024-03-01T12:16:00.000000Z, run r-1)",
     )  # fmt: skip
     written = full.to_dict()
     assert set(written["maintenance"]) == set(STATUS_SCHEMA["properties"]["maintenance"]["properties"])

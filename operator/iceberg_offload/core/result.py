@@ -132,6 +132,8 @@ class OffloadResult:
     buckets_differing: int = 0
     rows_repaired: int = 0
     late_rows: int = 0
+    # What this run's schema evolution changed in the target, e.g. `added venue string`; None: nothing.
+    schema_change: str | None = None
 
     @property
     def watermark(self) -> Watermark | None:

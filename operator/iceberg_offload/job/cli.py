@@ -26,6 +26,7 @@ from iceberg_offload.core.maintenance import MaintenanceError, MaintenancePolicy
 from iceberg_offload.core.mirror import scrub
 from iceberg_offload.core.repair import DEFAULT_POLICY, LateDataMode, LateDataPolicy
 from iceberg_offload.core.result import RESULT_MARKER, OffloadResult
+from iceberg_offload.core.schema_change import DEFAULT_MODE, MODES, parse_mode
 from iceberg_offload.core.settings import Settings, SettingsError
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec
 from iceberg_offload.core.typemap import TypeMappingError
@@ -81,6 +82,13 @@ def parser(prog: str = PROG) -> argparse.ArgumentParser:
     p.add_argument("--run-id", help="run identifier recorded in the snapshot summary")
     _late_data_arguments(p)
     _maintenance_arguments(p)
+    p.add_argument(
+        "--schema-evolution",
+        choices=MODES,
+        default=DEFAULT_MODE,
+        help="a column ClickHouse has and Iceberg lacks, or has narrower: 'evolve' adds or widens it in Iceberg "
+        "first, 'fail' refuses the run (default %(default)s)",
+    )
     p.add_argument("--no-mirror", action="store_true", help="do not write offload_watermarks")
     p.add_argument("--result-file", type=Path, help="also write the result JSON here")
     return p
@@ -253,6 +261,7 @@ def request_from_args(args: argparse.Namespace) -> RunRequest:
         mirror=not args.no_mirror,
         late_data=_late_data(args),
         backfill=_backfill(args),
+        schema_evolution=parse_mode(args.schema_evolution),
     )
     return replace(request, run_id=args.run_id) if args.run_id else request
 

@@ -33,6 +33,7 @@ from iceberg_offload.core.mirror import after_run, scrub
 from iceberg_offload.core.planning import WindowPlan, plan_window, split_window, subwindow_count, upper_bound
 from iceberg_offload.core.repair import AuditRecord, LateDataPolicy
 from iceberg_offload.core.result import OffloadResult, summary_properties
+from iceberg_offload.core.schema_change import Mode
 from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import TableSpec
 from iceberg_offload.core.typemap import ColumnMapping
@@ -41,6 +42,7 @@ from iceberg_offload.job.backfill import BackfillRequest, run_backfill
 from iceberg_offload.job.columns import arrow_schema, plan_columns
 from iceberg_offload.job.errors import OffloadError
 from iceberg_offload.job.read import BOUNDS, bounds_row, read_subwindows
+from iceberg_offload.job.schema import evolve_schema
 
 log = logging.getLogger("iceberg_offload.job")
 WAP_ID_CONF = "spark.wap.id"
@@ -63,6 +65,8 @@ class RunRequest:
     backfill: BackfillRequest | None = None
     # Called as the run passes each point of PHASES: lets a test interleave runs or end one there.
     on_phase: Callable[[str], None] | None = None
+    # A ClickHouse column Iceberg lacks or has narrower: evolve the target, or fail the run.
+    schema_evolution: Mode = "evolve"
 
 
 # The points a run passes, in order: window planned (nothing written), late data repaired (the
@@ -87,6 +91,9 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
     catalog, table = _open_target(settings, spec)
     client = clickhouse_io.connect(settings.clickhouse)
     try:
+        table, schema_change = evolve_schema(
+            spark, table, client, spec, request.schema_evolution, request.run_id, request.now
+        )
         columns = plan_columns(
             clickhouse_io.describe(client, spec.source), spark.table(spec.target.identifier).schema, spec
         )
@@ -119,6 +126,7 @@ def run_offload(spark: SparkSession, settings: Settings, request: RunRequest) ->
                 rows_repaired=record.rows_repaired,
                 late_rows=record.late_rows,
             )
+        result = replace(result, schema_change=schema_change)
         if request.mirror:
             _write_mirror(client, result)
         return result

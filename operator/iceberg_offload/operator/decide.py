@@ -30,6 +30,7 @@ from iceberg_offload.operator.record import (
     retries_exhausted,
     retry_time,
     run_record,
+    schema_events,
     vanished,
     watermark_text,
 )
@@ -165,6 +166,7 @@ def decide(observed: Observed) -> Decision:
     if observed.readback is not None:
         status = apply_readback(status, observed.readback)
     tick = _Tick(observed, utc(observed.now), Decision(status))
+    tick.decision.events += schema_events(observed.status, status)
 
     # 1. Follow the runs: record every finished one, stop one past its deadline.
     current = _follow_runs(tick)

@@ -86,6 +86,7 @@ def job_arguments(
         "--to", format_timestamp(plan.window_to),
         "--run-id", plan.name,
         "--no-mirror",
+        "--schema-evolution", spec.schema_evolution,
         # Every run audits its lookback first: the cold tier stays equal to ClickHouse.
         "--late-data", spec.late_data.mode.value,
         "--lookback-seconds", str(int(spec.late_data.lookback.total_seconds())),

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from iceberg_offload.adapters import clickhouse_io, iceberg_io, maintenance_io
+from iceberg_offload.adapters import clickhouse_io, iceberg_io, iceberg_schema, maintenance_io
 from iceberg_offload.core.mirror import after_run, scrub
 from iceberg_offload.core.repair import AuditRecord
 from iceberg_offload.core.result import OffloadResult, ResultError, parse_result
@@ -140,6 +140,7 @@ class Controller:
                 commit.added_records if commit else None,
                 iceberg_io.row_count(table),
                 self._audit(table, spec, run) if run else None,
+                iceberg_schema.last_schema_change(table),
             )
         except Exception as exc:
             raise RetryLater(f"cannot read Iceberg table {spec.target_namespace}.{spec.target_table}: {exc}") from exc

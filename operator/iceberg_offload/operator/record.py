@@ -51,6 +51,7 @@ class Readback:
     rows_added: int | None  # None: the run made no commit (its window was already committed)
     row_count: int
     audit: AuditRecord | None = None  # None: the run recorded no audit (nothing audited or committed)
+    schema_change: str | None = None  # the table's newest schema evolution (offload.schema-change)
 
 
 def run_record(
@@ -82,7 +83,15 @@ def watermark_text(status: OffloadTableStatus) -> str:
 
 def apply_readback(status: OffloadTableStatus, readback: Readback) -> OffloadTableStatus:
     mark = StatusWatermark.of(readback.watermark) if readback.watermark is not None else status.watermark
-    return replace(status, watermark=mark, row_count=readback.row_count)
+    schema_change = readback.schema_change or status.last_schema_change
+    return replace(status, watermark=mark, row_count=readback.row_count, last_schema_change=schema_change)
+
+
+def schema_events(before: OffloadTableStatus, after: OffloadTableStatus) -> list[Event]:
+    """SchemaEvolved once per schema change the readback brought (level-based: the status keeps it)."""
+    if not after.last_schema_change or after.last_schema_change == before.last_schema_change:
+        return []
+    return [Event("Normal", "SchemaEvolved", f"schema of the Iceberg table evolved: {after.last_schema_change}")]
 
 
 def record_finished(

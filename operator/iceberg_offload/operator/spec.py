@@ -16,6 +16,7 @@ from iceberg_offload.core.maintenance import DEFAULT_SCHEDULE as DEFAULT_MAINTEN
 from iceberg_offload.core.maintenance import MaintenanceError, MaintenancePolicy
 from iceberg_offload.core.repair import LateDataMode, LateDataPolicy
 from iceberg_offload.core.schedule import ScheduleError, check_schedule
+from iceberg_offload.core.schema_change import DEFAULT_MODE, MODES, Mode, parse_mode
 from iceberg_offload.core.tables import LAYERS, SourceSpec, SpecError, TableSpec, TargetSpec, check_identifier
 
 GROUP = "offload.k2.io"
@@ -110,6 +111,7 @@ class OffloadTableSpec:
     failed_history: int = DEFAULT_HISTORY_LIMIT
     late_data: LateDataPolicy = DEFAULT_LATE_DATA
     maintenance: MaintenanceSpec = field(default_factory=lambda: MaintenanceSpec())
+    schema_evolution: Mode = DEFAULT_MODE
 
     def table_spec(self, catalog: str) -> TableSpec:
         """The offload's own view of this table, given the catalog's name."""
@@ -322,6 +324,15 @@ def _whole(value: Any, what: str) -> int:
     return value
 
 
+def _schema_evolution(spec: Mapping[str, Any]) -> Mode:
+    """spec.schemaEvolution: evolve (add and widen Iceberg columns as ClickHouse's change) or fail."""
+    value = _get(spec, "schemaEvolution", DEFAULT_MODE)
+    try:
+        return parse_mode(value)
+    except ValueError as exc:
+        raise SpecError(f"spec.schemaEvolution: {value!r} is not one of {', '.join(MODES)}") from exc
+
+
 def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
     """Parse and check an OffloadTable's spec; SpecError names the field at fault."""
     layer = _required(spec, "layer")
@@ -359,6 +370,7 @@ def parse_spec(name: str, spec: Mapping[str, Any]) -> OffloadTableSpec:
         failed_history=_int(spec, "failedRunHistoryLimit", DEFAULT_HISTORY_LIMIT, 0),
         late_data=_late_data(spec),
         maintenance=_maintenance(spec, time_zone),
+        schema_evolution=_schema_evolution(spec),
     )
 
 

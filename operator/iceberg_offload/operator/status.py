@@ -254,6 +254,8 @@ class OffloadTableStatus:
     conditions: tuple[Condition, ...] = ()
     audit: StatusAudit | None = None
     maintenance: StatusMaintenance | None = None
+    # The target's newest schema evolution, as its commit recorded it (summary, time, run).
+    last_schema_change: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("last_successful_run", "last_failure_time", "last_schedule_time", "next_run"):
@@ -286,6 +288,7 @@ class OffloadTableStatus:
             conditions=tuple(Condition.from_dict(c) for c in data.get("conditions") or ()),
             audit=StatusAudit.from_dict(data.get("audit")),
             maintenance=StatusMaintenance.from_dict(data.get("maintenance")),
+            last_schema_change=_or_none(data.get("lastSchemaChange"), str),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -309,6 +312,7 @@ class OffloadTableStatus:
                     ("lastRun", _or_none(self.last_run, RunRecord.to_dict)),
                     ("audit", _or_none(self.audit, StatusAudit.to_dict)),
                     ("maintenance", _or_none(self.maintenance, StatusMaintenance.to_dict)),
+                    ("lastSchemaChange", self.last_schema_change),
                     *((key, _or_none(value, format_time)) for key, value in times.items()),
                 )
             ),
