@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pyiceberg.exceptions import CommitFailedException
 from pyiceberg.table import Table
@@ -36,6 +37,7 @@ from iceberg_offload.core.watermark import format_timestamp
 from iceberg_offload.job.errors import OffloadError
 
 log = logging.getLogger("iceberg_offload.job.maintain")
+T = TypeVar("T")
 # Old metadata files are deleted as new ones are written (pyiceberg's and Spark's commits alike).
 METADATA_CLEANUP = {
     "write.metadata.delete-after-commit.enabled": "true",
@@ -68,10 +70,12 @@ def run_maintenance(spark: SparkSession, settings: Settings, request: Maintenanc
     table = iceberg_io.load_table(catalog, spec.target.catalog_identifier)
     before = _watermark(table, spec)
     snapshots_before, files_before = len(table.metadata.snapshots), _data_files(table)
-    rewrites = _rewrite(spark, table, spec, request.run_id, request.policy)
+    rewrites = _timed(
+        spec, "compaction and manifest rewrite", _rewrite, spark, table, spec, request.run_id, request.policy
+    )
     now = request.now or datetime.now(UTC)
-    expired = _expire(spark, spec, request.policy, now)
-    orphans = _remove_orphans(spark, spec, request.policy, now)
+    expired = _timed(spec, "snapshot expiry", _expire, spark, spec, request.policy, now)
+    orphans = _timed(spec, "orphan removal", _remove_orphans, spark, spec, request.policy, now)
     table = table.refresh()
     after = _watermark(table, spec)
     if after != before:
@@ -101,6 +105,13 @@ def run_maintenance(spark: SparkSession, settings: Settings, request: Maintenanc
         watermark_timestamp=format_timestamp(after.timestamp) if after is not None else None,
         duration_seconds=round(time.monotonic() - started, 3),
     )
+
+
+def _timed(spec: TableSpec, what: str, step: Callable[..., T], *args: Any) -> T:
+    began = time.monotonic()
+    result = step(*args)
+    log.info("%s: maintenance: %s took %.1f s", spec.name, what, time.monotonic() - began)
+    return result
 
 
 def _added(rewrites: _Rewrites) -> int:

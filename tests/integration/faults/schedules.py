@@ -271,7 +271,7 @@ def _kind(d: _Draw, last: bool) -> str:
     late = 0 if last or d.frontier == 0 else 30
     weights = (0 if last else 15 if after_insert else 30, 30, 15 if room else 0, 15, 12 if d.ran else 0, late)
     kinds = ("insert", "run", "cycle", "overlap", "reset", "late", "maintain")
-    return d.rng.choices(kinds, weights=(*weights, 8 if d.ran else 0))[0]
+    return d.rng.choices(kinds, weights=(*weights, 5 if d.ran else 0))[0]
 
 
 def schedule(seed: int, kill_share: float = 1 / 8) -> Schedule:
@@ -291,7 +291,7 @@ def schedule(seed: int, kill_share: float = 1 / 8) -> Schedule:
         elif kind == "reset":
             d.steps.append(_reset(d))
         elif kind == "maintain":
-            d.steps.append(Maintain(d.table(), d.rng.choice(("operator", "operator", "user"))))
+            d.steps.append(Maintain(d.table(), d.rng.choice(("operator", "user"))))
         elif kind == "overlap":
             d.steps.extend(_overlap(d))
         elif kind == "cycle":
