@@ -48,6 +48,18 @@ def cycles(env: Any, oracle: Oracle, start: datetime, count: int, step: int) -> 
     return now
 
 
+def compact_and_expire_by_hand(env: Any) -> None:
+    """A user's own maintenance in Spark SQL: two compactions (so that expiry cuts the lineage
+    short between them), then expiry of everything but the current snapshot."""
+    name = f"{env.name}.{BINANCE}"
+    for _ in range(2):
+        env.spark.sql(f"CALL demo.system.rewrite_data_files(table => '{name}', options => map('rewrite-all', 'true'))")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    env.spark.sql(
+        f"CALL demo.system.expire_snapshots(table => '{name}', older_than => TIMESTAMP '{stamp}', retain_last => 1)"
+    )
+
+
 def test_operator_maintenance_keeps_the_watermark_and_drops_files_and_snapshots(
     make_env: Any, base: datetime, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -96,13 +108,7 @@ def test_a_users_own_compaction_and_expiry_keep_the_watermark_through_its_tag(ma
     oracle = oracle_of(env)
     now = cycles(env, oracle, base + timedelta(hours=1), 4, 0)
     mark = env.watermark(BINANCE)
-    name = f"{env.name}.{BINANCE}"
-    env.spark.sql(f"CALL demo.system.rewrite_data_files(table => '{name}', options => map('min-input-files', '2'))")
-    env.spark.sql(f"CALL demo.system.rewrite_data_files(table => '{name}', options => map('rewrite-all', 'true'))")
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    env.spark.sql(
-        f"CALL demo.system.expire_snapshots(table => '{name}', older_than => TIMESTAMP '{stamp}', retain_last => 1)"
-    )
+    compact_and_expire_by_hand(env)
     table = env.iceberg(BINANCE)
     parent = table.current_snapshot().parent_snapshot_id
     assert parent is not None and table.snapshot_by_id(parent) is None, "expiry left the compaction's parent"
@@ -120,12 +126,7 @@ def test_every_trace_expired_refuses_runs_until_restamped(
     now = cycles(env, oracle, base + timedelta(hours=1), 3, 0)
     name = f"{env.name}.{BINANCE}"
     env.spark.sql(f"ALTER TABLE demo.{name} DROP TAG `offload-watermark`")
-    env.spark.sql(f"CALL demo.system.rewrite_data_files(table => '{name}', options => map('rewrite-all', 'true'))")
-    env.spark.sql(f"CALL demo.system.rewrite_data_files(table => '{name}', options => map('rewrite-all', 'true'))")
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    env.spark.sql(
-        f"CALL demo.system.expire_snapshots(table => '{name}', older_than => TIMESTAMP '{stamp}', retain_last => 1)"
-    )
+    compact_and_expire_by_hand(env)
     assert env.watermark(BINANCE) is None
     snapshots = env.snapshot_ids(BINANCE)
     env.feed(now - CYCLE - timedelta(minutes=5), now - timedelta(minutes=5), seed=99)

@@ -7,12 +7,11 @@ Pure logic: no Kubernetes, engine or network imports.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from iceberg_offload.core.watermark import format_timestamp
 from iceberg_offload.operator.backfill import KIND, BackfillPlan
-from iceberg_offload.operator.manifests import Defaults, owner_reference, spark_application
+from iceberg_offload.operator.manifests import Defaults, owner_reference, side_application
 from iceberg_offload.operator.runs import LABEL_BACKFILL, LABEL_BACKFILL_OF, RunPlan, table_label
 from iceberg_offload.operator.spec import OffloadTableSpec
 
@@ -46,30 +45,25 @@ def backfill_application(
     `plan.name` in each commit (offload.backfill): unique per OffloadBackfill object, so its
     progress counts its own commits only."""
     run = RunPlan(plan.name, BACKFILL_SLOT, 1, plan.generation, plan.upper)
-    manifest = spark_application(
-        namespace=namespace,
-        owner=owner,
-        spec=replace(table, depends_on=()),
-        plan=run,
-        catalog=catalog,
-        upstream_targets={},
-        defaults=defaults,
-    )
     labels = {
-        **manifest["metadata"]["labels"],
         LABEL_BACKFILL_OF: table_label(table.name),
         LABEL_BACKFILL: table_label(plan.backfill),  # a label value: at most 63 characters
     }
+    manifest = side_application(
+        namespace=namespace,
+        owner=owner,
+        table=table,
+        plan=run,
+        catalog=catalog,
+        defaults=defaults,
+        labels=labels,
+        arguments=backfill_arguments(plan),
+    )
     meta = manifest["metadata"]
-    meta["labels"] = labels
     meta["annotations"] = {
         **meta["annotations"],
         ANNOTATION_BACKFILL_FROM: format_timestamp(plan.lower),
         **({ANNOTATION_BACKFILL_REASON: plan.reason} if plan.reason else {}),
     }
     meta["ownerReferences"] = [owner_reference(KIND, owner)]
-    spec = manifest["spec"]
-    spec["arguments"] = [*spec["arguments"], *backfill_arguments(plan)]
-    for pod in ("driver", "executor"):
-        spec[pod] = {**spec[pod], "labels": labels}
     return manifest

@@ -7,11 +7,10 @@ Pure logic: no Kubernetes, engine or network imports.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from iceberg_offload.operator.maintenance import MaintenancePlan
-from iceberg_offload.operator.manifests import Defaults, spark_application
+from iceberg_offload.operator.manifests import Defaults, side_application
 from iceberg_offload.operator.runs import LABEL_MAINTENANCE_OF, RunPlan, table_label
 from iceberg_offload.operator.spec import OffloadTableSpec
 
@@ -40,24 +39,18 @@ def maintenance_application(
     """The maintenance run's SparkApplication: the image, settings, Secret references and pod
     resources of the table's runs. It reads no upstream watermark, so dependsOn is left out."""
     run = RunPlan(plan.name, plan.slot, 1, plan.generation, plan.started)
-    manifest = spark_application(
+    manifest = side_application(
         namespace=namespace,
         owner=owner,
-        spec=replace(table, depends_on=()),
+        table=table,
         plan=run,
         catalog=catalog,
-        upstream_targets={},
         defaults=defaults,
+        labels={LABEL_MAINTENANCE_OF: table_label(table.name)},
+        arguments=maintenance_arguments(plan),
     )
-    labels = {
-        **manifest["metadata"]["labels"],
-        LABEL_MAINTENANCE_OF: table_label(table.name),
-    }
-    manifest["metadata"]["labels"] = labels
     spec = manifest["spec"]
-    spec["arguments"] = [*_without_window(spec["arguments"]), *maintenance_arguments(plan)]
-    for pod in ("driver", "executor"):
-        spec[pod] = {**spec[pod], "labels": labels}
+    spec["arguments"] = _without_window(spec["arguments"])
     return manifest
 
 

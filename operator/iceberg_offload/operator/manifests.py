@@ -7,7 +7,7 @@ as references to Secrets (env valueFrom.secretKeyRef); the arguments carry none.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from iceberg_offload.core.watermark import format_timestamp
@@ -178,3 +178,36 @@ def spark_application(
             **_pods(spec, labels, defaults),
         },
     }
+
+
+def side_application(
+    *,
+    namespace: str,
+    owner: Mapping[str, Any],
+    table: OffloadTableSpec,
+    plan: RunPlan,
+    catalog: str,
+    defaults: Defaults,
+    labels: Mapping[str, str],
+    arguments: list[str],
+) -> dict[str, Any]:
+    """A SparkApplication of the table's job that is not one of its runs (a backfill, a
+    maintenance run): the image, settings, Secret references and pod resources of its runs, with
+    `labels` added (pods too) and `arguments` after the table's. It reads no upstream watermark,
+    so the table's dependsOn is left out."""
+    manifest = spark_application(
+        namespace=namespace,
+        owner=owner,
+        spec=replace(table, depends_on=()),
+        plan=plan,
+        catalog=catalog,
+        upstream_targets={},
+        defaults=defaults,
+    )
+    all_labels = {**manifest["metadata"]["labels"], **labels}
+    manifest["metadata"]["labels"] = all_labels
+    spec = manifest["spec"]
+    spec["arguments"] = [*spec["arguments"], *arguments]
+    for pod in ("driver", "executor"):
+        spec[pod] = {**spec[pod], "labels": all_labels}
+    return manifest
