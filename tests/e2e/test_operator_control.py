@@ -102,12 +102,15 @@ def test_manual_trigger_starts_one_run_per_value_and_forbid_waits(scenario: Call
     )
     second = s.apps(TABLE)[1]["metadata"]["name"]
     done = s.wait(
-        lambda: (r := last_run(s)).get("name") == second and r.get("outcome") in ("Succeeded", "Failed") and r,
+        lambda: (
+            (r := last_run(s)).get("name") == second and r.get("outcome") in ("Succeeded", "Skipped", "Failed") and r
+        ),
         timeout=RUN_TIMEOUT,
         what=f"{second} recorded as the last run",
         table=TABLE,
     )
-    assert done["outcome"] == "Succeeded", f"the triggered run failed: {done}"
+    # No trade arrived since the first run: its window holds no row, so it commits none (Skipped).
+    assert done["outcome"] in ("Succeeded", "Skipped"), f"the triggered run failed: {done}"
     names = [r.name for r in s.standin.runs(s.namespace)]
     assert names == s.app_names(TABLE), f"the stand-in ran {names}, the API has {s.app_names(TABLE)}"
 
@@ -118,7 +121,7 @@ def test_manual_trigger_starts_one_run_per_value_and_forbid_waits(scenario: Call
     s.wait(lambda: len(s.apps(TABLE)) == 3, timeout=15, what="a run for trigger 'three'", table=TABLE)
     third = s.apps(TABLE)[2]["metadata"]["name"]
     s.wait(
-        lambda: (r := last_run(s)).get("name") == third and r.get("outcome") == "Succeeded",
+        lambda: (r := last_run(s)).get("name") == third and r.get("outcome") in ("Succeeded", "Skipped"),
         timeout=RUN_TIMEOUT,
         what=f"{third} succeeded",
         table=TABLE,

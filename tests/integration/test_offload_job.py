@@ -658,9 +658,11 @@ def test_overlapping_runs_of_one_table_commit_its_window_once(make_env: Any, bas
 
     def run(i: int) -> None:
         request = RunRequest(spec=spec, now=base + timedelta(minutes=15), run_id=f"overlap-{i}")
+        # A session of its own, as each job process has: the write-audit-publish id is session conf.
+        session = env.spark.newSession()
         start.wait()
         try:
-            results[i] = run_offload(env.spark, env.settings, request)
+            results[i] = run_offload(session, env.settings, request)
         except Exception as exc:  # a run refused because of the other one is a correct outcome
             results[i] = exc
 
