@@ -6,7 +6,7 @@ Pure logic: no engine, catalog or network imports.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any, Literal, get_args
@@ -100,15 +100,6 @@ def watermark_from_summary(summary: Mapping[str, str]) -> Watermark | None:
             )
     except ValueError as exc:
         raise ResultError(f"snapshot summary has an unreadable watermark: {exc}") from exc
-    return None
-
-
-def newest_watermark(summaries_newest_first: Iterable[Mapping[str, str]]) -> Watermark | None:
-    """The committed watermark: that of the newest snapshot, in the current lineage, that has one."""
-    for summary in summaries_newest_first:
-        mark = watermark_from_summary(summary)
-        if mark is not None:
-            return mark
     return None
 
 

@@ -29,7 +29,14 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from iceberg_offload.core.result import TIMESTAMP_COLUMN, WATERMARK_BEFORE, watermark_from_summary
+from iceberg_offload.core.repair import kept_watermark
+from iceberg_offload.core.result import (
+    TIMESTAMP_COLUMN,
+    WATERMARK_BEFORE,
+    WATERMARK_SEQUENCE,
+    WATERMARK_TIMESTAMP,
+    watermark_from_summary,
+)
 from iceberg_offload.core.watermark import Watermark, format_timestamp, parse_timestamp
 
 WATERMARK_TAG = "offload-watermark"
@@ -37,7 +44,6 @@ IDLE_PROGRESS = "offload.watermark.idle"
 # A maintenance rewrite's carried watermark and the snapshot it was read at.
 CARRIED_WATERMARK = "offload.maintenance.watermark"
 CARRIED_FROM = "offload.maintenance.parent"
-WATERMARK_KEYS = (WATERMARK_BEFORE, "offload.watermark.timestamp", "offload.watermark.sequence", TIMESTAMP_COLUMN)
 
 
 class TraceError(ValueError):
@@ -120,13 +126,13 @@ def snapshot_watermark(snapshot: SnapshotFacts) -> tuple[Watermark, Source] | No
 
 def _keys(snapshot: SnapshotFacts, mark: Watermark, source: Source) -> dict[str, str]:
     if source is Source.COMMIT:
-        return {k: snapshot.summary[k] for k in WATERMARK_KEYS if k in snapshot.summary}
+        return kept_watermark(snapshot.summary)
     return _timestamp_keys(mark, snapshot.summary.get(TIMESTAMP_COLUMN))
 
 
 def _timestamp_keys(mark: Watermark, column: str | None) -> dict[str, str]:
     if mark.legacy:  # a first-version position carried forward keeps its form
-        keys = {WATERMARK_KEYS[1]: format_timestamp(mark.timestamp), WATERMARK_KEYS[2]: str(mark.sequence)}
+        keys = {WATERMARK_TIMESTAMP: format_timestamp(mark.timestamp), WATERMARK_SEQUENCE: str(mark.sequence)}
     else:
         keys = {WATERMARK_BEFORE: format_timestamp(mark.timestamp)}
     return {**keys, **({TIMESTAMP_COLUMN: column} if column else {})}

@@ -33,7 +33,7 @@ from iceberg_offload.core.maintenance import MAINTENANCE_RECORD, MAINTENANCE_RUN
 from iceberg_offload.core.result import OffloadResult
 from iceberg_offload.core.settings import Settings
 from iceberg_offload.core.tables import TableSpec
-from iceberg_offload.core.watermark import format_timestamp
+from iceberg_offload.core.watermark import Watermark, format_timestamp
 from iceberg_offload.job.errors import OffloadError
 
 log = logging.getLogger("iceberg_offload.job.maintain")
@@ -119,7 +119,7 @@ def _added(rewrites: _Rewrites) -> int:
     return int(rewrites.files_rewritten > 0) + int(rewrites.manifests_rewritten > 0)
 
 
-def _watermark(table: Table, spec: TableSpec) -> Any:
+def _watermark(table: Table, spec: TableSpec) -> Watermark | None:
     found = watermark_io.read(table)
     if found.watermark is None and iceberg_io.row_count(table) > 0:
         raise OffloadError(
