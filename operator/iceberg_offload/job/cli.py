@@ -336,6 +336,9 @@ def _describe(exc: BaseException) -> str:
     causes = [m.group(2).strip() for m in map(_ERROR_LINE.match, lines) if m]
     if "thrown from the Python worker" in str(exc) and causes:
         return f"in a Spark executor: {causes[-1]}"[:1000]
+    if type(exc).__name__ == "Py4JJavaError" and len(lines) > 1:
+        # py4j: "An error occurred while calling oN.method.\n: <java exception>: <message>\n\tat ..."
+        return f"in Spark: {lines[1].removeprefix(': ').strip()}"[:1000]
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"
 
 
