@@ -137,6 +137,10 @@ def _rewrite(spark: SparkSession, table: Table, spec: TableSpec, run_id: str, po
     """Compact the data files, then the manifests, each commit carrying the watermark forward."""
     jvm = spark.sparkContext._jvm
     assert jvm is not None
+    # The actions read through Iceberg's data source, which registers its table-cache catalog in
+    # the JVM's *active* session; py4j calls arrive on threads whose active session may be another
+    # one (or none), and the read then fails with "Catalog 'default_cache_iceberg' ... not defined".
+    jvm.org.apache.spark.sql.SparkSession.setActiveSession(spark._jsparkSession)
     actions = jvm.org.apache.iceberg.spark.actions.SparkActions.get(spark._jsparkSession)
     if table.current_snapshot() is None:
         return _Rewrites()
